@@ -1,0 +1,43 @@
+"""Connecting to Ray: a local Ray by default, or the cluster `DEEPEXT_RAY_ADDRESS` names.
+
+Everything that computes runs as Ray work, so the same code runs on a laptop and on a cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from deepext.config import Settings
+
+
+@dataclass(frozen=True)
+class RayInfo:
+    address: str
+    dashboard_url: str | None
+    resources: dict[str, float]
+    started_locally: bool
+
+
+def connect_ray(settings: Settings, **init_kwargs: Any) -> RayInfo:
+    """`ray.init` against the configured cluster, or a new local one (with its dashboard)."""
+    import ray
+
+    if settings.ray_address:
+        context = ray.init(address=settings.ray_address, **init_kwargs)
+    else:
+        context = ray.init(
+            num_cpus=settings.ray_num_cpus,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=settings.ray_dashboard_port,
+            **init_kwargs,
+        )
+    dashboard = context.dashboard_url
+    address_info: dict[str, Any] = getattr(context, "address_info", {})
+    return RayInfo(
+        address=address_info.get("gcs_address") or address_info.get("address", ""),
+        dashboard_url=f"http://{dashboard}" if dashboard else None,
+        resources=dict(ray.cluster_resources()),
+        started_locally=not settings.ray_address,
+    )

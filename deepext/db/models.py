@@ -1,0 +1,246 @@
+"""Typed ORM models of the metadata store (SQLAlchemy 2).
+
+The schema itself is owned by the Alembic migrations in `deepext/db/migrations/`; these classes
+must match them (a test compares the two). Later features add columns and tables by new migrations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JsonType,
+        list[Any]: JsonType,
+        dt.datetime: DateTime(timezone=True),
+    }
+
+
+class Role(enum.StrEnum):
+    """Project roles; `admin` is system-wide and lives on the user."""
+
+    OWNER = "owner"
+    MAINTAINER = "maintainer"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(255))
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("project_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    project: Mapped[Project] = relationship()
+    versions: Mapped[list[DatasetVersion]] = relationship(
+        back_populates="dataset", order_by="DatasetVersion.version"
+    )
+
+
+class DatasetVersion(Base):
+    """An immutable snapshot of a dataset's rows.
+
+    Rows live in the artifact store as Parquet `parts`; an incremental version lists its parent's
+    parts plus its own, so appending never copies old rows. `content_hash` identifies the content
+    (pushing it again returns this version); `source_hash` is the sha256 of the pushed file's bytes.
+    """
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "version"),
+        UniqueConstraint("dataset_id", "content_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    derivation: Mapped[str] = mapped_column(String(32))  # push | append | split
+    content_hash: Mapped[str] = mapped_column(String(64))
+    source_hash: Mapped[str | None] = mapped_column(String(64))
+    source_name: Mapped[str | None] = mapped_column(String(512))
+    source_format: Mapped[str] = mapped_column(String(16))  # jsonl | csv | parquet | hf
+    format: Mapped[str] = mapped_column(String(32))  # prompt_completion | chat | ...
+    row_count: Mapped[int] = mapped_column(BigInteger)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    schema: Mapped[dict[str, Any]] = mapped_column()
+    stats: Mapped[dict[str, Any]] = mapped_column()
+    parts: Mapped[list[Any]] = mapped_column()
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="versions")
+    labels: Mapped[list[DatasetVersionLabel]] = relationship(
+        cascade="all, delete-orphan", order_by="DatasetVersionLabel.label"
+    )
+
+
+class DatasetVersionLabel(Base):
+    __tablename__ = "dataset_version_labels"
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    label: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class PretrainedModel(Base):
+    """A model registered once by hub id or folder; fine-tunes descend from it."""
+
+    __tablename__ = "base_models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    source: Mapped[str] = mapped_column(String(1024))  # hub id, local path or gguf:<sha256>
+    artifact_key: Mapped[str | None] = mapped_column(String(64))
+    architecture: Mapped[str | None] = mapped_column(String(128))
+    parameters: Mapped[int | None] = mapped_column(BigInteger)
+    license: Mapped[str | None] = mapped_column(String(128))
+    provenance: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    """An immutable trained model with its lineage."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("project_id", "name", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id"))
+    parent_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    dataset_version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # full | lora
+    artifact_key: Mapped[str] = mapped_column(String(64))
+    config_hash: Mapped[str | None] = mapped_column(String(64))
+    code_version: Mapped[str | None] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    stage: Mapped[str] = mapped_column(String(16), default="candidate")
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_queue", "state", "priority", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # sft | grpo | eval | custom
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED)
+    config: Mapped[dict[str, Any]] = mapped_column()
+    resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    ray_job_id: Mapped[str | None] = mapped_column(String(128))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column()
+    finished_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class JobEvent(Base):
+    """One state transition of a job, with its reason."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditEntry(Base):
+    """An action taken on the platform; `entry_hash` chains each row to the one before it."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))

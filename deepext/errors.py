@@ -1,0 +1,40 @@
+"""Domain errors. Each carries what the user needs to fix the problem; one handler per edge
+(CLI, HTTP) turns them into output: NotFound -> 404, Forbidden -> 403, Conflict -> 409,
+InvalidInput -> 422."""
+
+from __future__ import annotations
+
+
+class DeepextError(Exception):
+    """Base of every error the platform reports to a user."""
+
+
+class NotFound(DeepextError):
+    pass
+
+
+class Forbidden(DeepextError):
+    pass
+
+
+class Conflict(DeepextError):
+    pass
+
+
+class InvalidInput(DeepextError):
+    """Bad input from a user: a config field, an argument, a file."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class DatasetFormatError(InvalidInput):
+    """A dataset file that cannot be ingested, with the file and 1-based row that broke it."""
+
+    def __init__(self, file: str, row: int | None, reason: str) -> None:
+        where = f"{file}, row {row}" if row is not None else file
+        super().__init__(f"{where}: {reason}")
+        self.file = file
+        self.row = row
+        self.reason = reason

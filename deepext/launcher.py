@@ -1,0 +1,55 @@
+"""`deepext up`: bring the platform up on its configured stores and Ray, and take it down on Ctrl-C.
+
+Later parts (the REST API on Ray Serve, the Gradio app) start from here too.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+from rich.console import Console
+
+from deepext.cluster import connect_ray
+from deepext.config import Settings, config_file_path
+from deepext.platform import Platform
+from deepext.projects import ensure_project
+
+DEMO_PROJECT = "demo"
+
+
+def run_platform(settings: Settings, console: Console) -> None:
+    """Start everything, print where it listens, block until SIGINT/SIGTERM, then stop cleanly."""
+    import ray
+
+    started = time.perf_counter()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    platform = Platform.open(settings)
+    with platform.db.session() as session:
+        ensure_project(
+            session, name=DEMO_PROJECT, description="Demo project seeded on first start", actor="system"
+        )
+    source = config_file_path()
+    console.print(f"deepext home   {settings.home}" + (f" (config {source})" if source else ""))
+    console.print(f"metadata       {platform.db.redacted_url()} (schema {platform.db.current_revision()})")
+    console.print(f"artifacts      {platform.artifacts.uri}")
+
+    ray_info = connect_ray(settings)
+    where = "local Ray" if ray_info.started_locally else "Ray cluster"
+    cpus, gpus = ray_info.resources.get("CPU", 0), ray_info.resources.get("GPU", 0)
+    console.print(f"ray            {where} at {ray_info.address} ({cpus:g} CPUs, {gpus:g} GPUs)")
+    if ray_info.dashboard_url:
+        console.print(f"ray dashboard  {ray_info.dashboard_url}")
+    console.print(f"deepext is up in {time.perf_counter() - started:.1f} s. Press Ctrl-C to stop.")
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        console.print("stopping ...")
+        ray.shutdown()
+        platform.close()
+        console.print("deepext stopped.")

@@ -1,0 +1,1 @@
+"""Models: tiny test models, base model registry, GGUF import."""

