@@ -72,9 +72,7 @@ def verify_chain(session: Session) -> int | None:
     prev: str | None = None
     for entry in session.scalars(select(AuditEntry).order_by(AuditEntry.id)):
         at = entry.at if entry.at.tzinfo else entry.at.replace(tzinfo=dt.UTC)
-        expected = _entry_hash(
-            prev, at, entry.actor, entry.action, entry.resource, entry.project_id, entry.detail
-        )
+        expected = _entry_hash(prev, at, entry.actor, entry.action, entry.resource, entry.project_id, entry.detail)
         if entry.prev_hash != prev or entry.entry_hash != expected:
             return entry.id
         prev = entry.entry_hash

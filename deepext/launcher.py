@@ -30,9 +30,7 @@ def run_platform(settings: Settings, console: Console) -> None:
 
     platform = Platform.open(settings)
     with platform.db.session() as session:
-        ensure_project(
-            session, name=DEMO_PROJECT, description="Demo project seeded on first start", actor="system"
-        )
+        ensure_project(session, name=DEMO_PROJECT, description="Demo project seeded on first start", actor="system")
     source = config_file_path()
     console.print(f"deepext home   {settings.home}" + (f" (config {source})" if source else ""))
     console.print(f"metadata       {platform.db.redacted_url()} (schema {platform.db.current_revision()})")

@@ -24,9 +24,7 @@ class Platform:
         db = Database(settings.resolved_database_url)
         if migrate and not db.is_migrated():
             db.upgrade()
-        return cls(
-            settings, db, ArtifactStore(settings.resolved_artifact_uri, cache_dir=settings.home / "cache")
-        )
+        return cls(settings, db, ArtifactStore(settings.resolved_artifact_uri, cache_dir=settings.home / "cache"))
 
     @cached_property
     def datasets(self) -> DatasetStore:

@@ -18,8 +18,7 @@ def check_name(name: str, what: str) -> str:
     """Names become parts of references (`project/dataset@3`), so they are short slugs."""
     if not _NAME.match(name):
         raise InvalidInput(
-            f"{what} name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', "
-            "starting with a letter or digit",
+            f"{what} name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit",
             field="name",
         )
     return name
@@ -32,9 +31,7 @@ def create_project(session: Session, *, name: str, description: str = "", actor:
     project = Project(name=name, description=description)
     session.add(project)
     session.flush()
-    audit.record(
-        session, actor=actor, action="project.create", resource=f"project:{name}", project_id=project.id
-    )
+    audit.record(session, actor=actor, action="project.create", resource=f"project:{name}", project_id=project.id)
     return project
 
 

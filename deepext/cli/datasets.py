@@ -141,9 +141,7 @@ def datasets_show(
 
 @datasets_app.command("preview")
 @reports_errors
-def datasets_preview(
-    ref: str, project: str = ProjectOption, rows: int = typer.Option(5, "--rows", "-n")
-) -> None:
+def datasets_preview(ref: str, project: str = ProjectOption, rows: int = typer.Option(5, "--rows", "-n")) -> None:
     platform = open_platform()
     for row in platform.datasets.preview(platform.datasets.get(project, ref), rows):
         out.print_json(json.dumps(row, default=str, ensure_ascii=False))

@@ -82,9 +82,7 @@ def check_schema(fmt: DatasetFormat, schema: pa.Schema) -> str | None:
         kind = schema.field(fmt.chat_column).type
         if pa.types.is_null(kind):
             return None
-        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not pa.types.is_struct(
-            kind.value_type
-        ):
+        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not pa.types.is_struct(kind.value_type):
             return f"column {fmt.chat_column!r} must be a list of {{role, content}} objects, found {kind}"
         fields = {kind.value_type.field(i).name for i in range(kind.value_type.num_fields)}
         missing = {"role", "content"} - fields
@@ -140,9 +138,7 @@ def _chat_problems(messages: pa.Array) -> list[RowProblem]:
     position = _first(bad_role)
     if position is not None:
         role = roles[position].as_py()
-        problems.append(
-            RowProblem(int(parents[position].as_py()), f"message role {role!r} is not one of {CHAT_ROLES}")
-        )
+        problems.append(RowProblem(int(parents[position].as_py()), f"message role {role!r} is not one of {CHAT_ROLES}"))
     position = _first(pc.is_null(contents))
     if position is not None:
         problems.append(RowProblem(int(parents[position].as_py()), "a message has no 'content'"))

@@ -104,9 +104,7 @@ def _format_of(
     except ValueError as exc:
         raise DatasetFormatError(source, None, str(exc)) from exc
     if expected_format and fmt.name != expected_format:
-        raise DatasetFormatError(
-            source, None, f"holds {fmt.name} rows but the parent version holds {expected_format}"
-        )
+        raise DatasetFormatError(source, None, f"holds {fmt.name} rows but the parent version holds {expected_format}")
     if expected_schema is not None and schema_as_dict(schema) != expected_schema:
         raise DatasetFormatError(
             source,
@@ -123,14 +121,10 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema, source: str, rows_before:
     """A later batch with the first batch's columns and types (JSON infers types per block)."""
     if set(batch.schema.names) - set(schema.names):
         extra = sorted(set(batch.schema.names) - set(schema.names))
-        raise DatasetFormatError(
-            source, None, f"columns {extra} appear after row {rows_before} but not before"
-        )
+        raise DatasetFormatError(source, None, f"columns {extra} appear after row {rows_before} but not before")
     try:
         columns = [
-            batch.column(f.name).cast(f.type)
-            if f.name in batch.schema.names
-            else pa.nulls(len(batch), f.type)
+            batch.column(f.name).cast(f.type) if f.name in batch.schema.names else pa.nulls(len(batch), f.type)
             for f in schema
         ]
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:

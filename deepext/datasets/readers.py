@@ -103,9 +103,7 @@ def scan_source(path: Path, source_format: str, progress: Progress = _no_progres
                 try:
                     decoder.decode(b"", final=True)
                 except UnicodeDecodeError as exc:
-                    raise DatasetFormatError(
-                        str(path), line, "not valid UTF-8 text (ends mid-character)"
-                    ) from exc
+                    raise DatasetFormatError(str(path), line, "not valid UTF-8 text (ends mid-character)") from exc
     if total == 0:
         raise DatasetFormatError(str(path), None, "the file is empty")
     return SourceScan(digest.hexdigest(), total)
@@ -117,9 +115,7 @@ def _check_bom(path: Path, head: bytes) -> None:
             raise DatasetFormatError(str(path), None, f"encoded as {name}; deepext reads UTF-8 text")
 
 
-def read_batches(
-    path: Path, source_format: str, progress: Progress = _no_progress
-) -> Iterator[pa.RecordBatch]:
+def read_batches(path: Path, source_format: str, progress: Progress = _no_progress) -> Iterator[pa.RecordBatch]:
     """The source's rows as record batches; DatasetFormatError names the row where parsing fails.
 
     `progress` is told how many bytes of a text source were consumed.
@@ -163,6 +159,8 @@ def _jsonl_batches(path: Path, progress: Progress) -> Iterator[pa.RecordBatch]:
     try:
         yield from pajson.open_json(source, read_options=options)
     except pa.ArrowInvalid as exc:
+        if "Empty JSON stream" in str(exc):
+            raise DatasetFormatError(str(path), None, "no rows") from exc
         row, reason = locate_jsonl_problem(path)
         raise DatasetFormatError(str(path), row, reason or str(exc)) from exc
     finally:
@@ -226,9 +224,7 @@ def _csv_batches(path: Path, progress: Progress) -> Iterator[pa.RecordBatch]:
     if duplicates or any(not name.strip() for name in header):
         raise DatasetFormatError(str(path), 1, f"bad header: duplicate or empty column names {duplicates}")
     # All columns are read as text: no type guess from the first block can break on a later one.
-    convert = pacsv.ConvertOptions(
-        column_types={name: pa.string() for name in header}, strings_can_be_null=False
-    )
+    convert = pacsv.ConvertOptions(column_types={name: pa.string() for name in header}, strings_can_be_null=False)
     parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
     source = _CountingReader(path, progress)
     try:
@@ -286,9 +282,7 @@ def _hf_batches(path: Path) -> Iterator[pa.RecordBatch]:
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise DatasetFormatError(str(path), None, f"not a loadable datasets folder ({exc})") from exc
     if isinstance(dataset, datasets.DatasetDict):
-        raise DatasetFormatError(
-            str(path), None, f"a DatasetDict with splits {list(dataset)}: push one split"
-        )
+        raise DatasetFormatError(str(path), None, f"a DatasetDict with splits {list(dataset)}: push one split")
     for table in dataset.with_format("arrow").iter(batch_size=PARQUET_BATCH_ROWS):
         yield from table.to_batches()
 

@@ -102,9 +102,7 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     """`name`, `name@3` or `name@label` -> (name, selector)."""
     match = _REF.match(ref)
     if not match:
-        raise InvalidInput(
-            f"dataset reference {ref!r}: expected NAME, NAME@VERSION or NAME@LABEL", field="dataset"
-        )
+        raise InvalidInput(f"dataset reference {ref!r}: expected NAME, NAME@VERSION or NAME@LABEL", field="dataset")
     return match["name"], match["selector"]
 
 
@@ -271,9 +269,7 @@ class DatasetStore:
         masks = {"train": ~in_eval, "eval": in_eval}
         outcomes = []
         for side, mask in masks.items():
-            result = write_part(
-                self.artifacts, self._masked(parent, mask), source=f"{parent.ref} ({side} split)"
-            )
+            result = write_part(self.artifacts, self._masked(parent, mask), source=f"{parent.ref} ({side} split)")
             outcomes.append(
                 self._record(
                     project,
@@ -355,9 +351,7 @@ class DatasetStore:
                         return PushOutcome(self._view(session, existing), created=False)
                     number = (
                         session.scalar(
-                            select(func.max(DatasetVersion.version)).where(
-                                DatasetVersion.dataset_id == dataset.id
-                            )
+                            select(func.max(DatasetVersion.version)).where(DatasetVersion.dataset_id == dataset.id)
                         )
                         or 0
                     ) + 1
@@ -397,9 +391,7 @@ class DatasetStore:
         self, session: Session, project: str, name: str, *, create: bool = False, description: str = ""
     ) -> Dataset:
         project_row = get_project(session, project)
-        dataset = session.scalar(
-            select(Dataset).where(Dataset.project_id == project_row.id, Dataset.name == name)
-        )
+        dataset = session.scalar(select(Dataset).where(Dataset.project_id == project_row.id, Dataset.name == name))
         if dataset is None:
             if not create:
                 raise NotFound(f"dataset {project}/{name} not found")
@@ -423,14 +415,10 @@ class DatasetStore:
                 .limit(1)
             )
         if row is None:
-            raise NotFound(
-                f"dataset {project}/{name}" + (f"@{selector}" if selector else "") + " has no such version"
-            )
+            raise NotFound(f"dataset {project}/{name}" + (f"@{selector}" if selector else "") + " has no such version")
         return row
 
-    def _by_source(
-        self, session: Session, project: str, name: str, source_hash: str
-    ) -> DatasetVersion | None:
+    def _by_source(self, session: Session, project: str, name: str, source_hash: str) -> DatasetVersion | None:
         project_row = get_project(session, project)
         return session.scalar(
             select(DatasetVersion)
@@ -452,9 +440,7 @@ class DatasetStore:
 def _check_labels(labels: Sequence[str]) -> None:
     for label in labels:
         if not _LABEL.match(label) or label.isdigit():
-            raise InvalidInput(
-                f"label {label!r}: 1-64 letters, digits, '.', '-', '_', not only digits", field="labels"
-            )
+            raise InvalidInput(f"label {label!r}: 1-64 letters, digits, '.', '-', '_', not only digits", field="labels")
 
 
 def _merge_stats(base: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:

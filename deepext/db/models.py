@@ -104,9 +104,7 @@ class Dataset(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     project: Mapped[Project] = relationship()
-    versions: Mapped[list[DatasetVersion]] = relationship(
-        back_populates="dataset", order_by="DatasetVersion.version"
-    )
+    versions: Mapped[list[DatasetVersion]] = relationship(back_populates="dataset", order_by="DatasetVersion.version")
 
 
 class DatasetVersion(Base):
@@ -150,9 +148,7 @@ class DatasetVersion(Base):
 class DatasetVersionLabel(Base):
     __tablename__ = "dataset_version_labels"
 
-    version_id: Mapped[int] = mapped_column(
-        ForeignKey("dataset_versions.id", ondelete="CASCADE"), primary_key=True
-    )
+    version_id: Mapped[int] = mapped_column(ForeignKey("dataset_versions.id", ondelete="CASCADE"), primary_key=True)
     label: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 

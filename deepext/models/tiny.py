@@ -162,15 +162,11 @@ class TinyModelSpec:
         if self.hidden_size % self.num_heads:
             raise InvalidInput("hidden_size must be a multiple of num_heads", field="hidden_size")
         if self.hidden_size // self.num_heads < 32:
-            raise InvalidInput(
-                "head size (hidden_size / num_heads) must be at least 32 for vLLM", field="num_heads"
-            )
+            raise InvalidInput("head size (hidden_size / num_heads) must be at least 32 for vLLM", field="num_heads")
         if self.num_heads % self.num_kv_heads:
             raise InvalidInput("num_heads must be a multiple of num_kv_heads", field="num_kv_heads")
         if self.vocab_size < 300:
-            raise InvalidInput(
-                "vocab_size must be at least 300 (256 bytes + merges + specials)", field="vocab_size"
-            )
+            raise InvalidInput("vocab_size must be at least 300 (256 bytes + merges + specials)", field="vocab_size")
 
 
 def _corpus(seed: int, lines: int = 2000) -> list[str]:
@@ -238,11 +234,10 @@ def create_tiny_model(dest: Path | str, spec: TinyModelSpec | None = None) -> Pa
         pad_token_id=tokenizer.pad_token_id,
         dtype="float32",
     )
+    config.update({"head_dim": spec.hidden_size // spec.num_heads})  # read by vLLM; not a typed argument
     torch.manual_seed(spec.seed)
     model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    )
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     (dest / "deepext.json").write_text(json.dumps({"kind": MARKER, "spec": asdict(spec)}, indent=2) + "\n")

@@ -1,0 +1,54 @@
+"""`deepext up` as a user runs it: a real process that starts Ray, prints where it listens, and
+stops cleanly on Ctrl-C (SIGINT)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_up_starts_prints_addresses_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DEEPEXT_HOME": str(tmp_path / "home"),
+        "DEEPEXT_RAY_NUM_CPUS": "1",
+        "DEEPEXT_RAY_DASHBOARD_PORT": "0",
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "200",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deepext.cli.main", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "deepext is up" in line:
+            break
+    output = "".join(lines)
+    assert "deepext is up" in output, output
+    assert f"sqlite:///{tmp_path / 'home' / 'deepext.db'}" in output
+    assert "ray            local Ray at" in output
+    assert (tmp_path / "home" / "deepext.db").exists()
+
+    stopped_at = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, rest
+    assert "deepext stopped." in rest
+    assert time.monotonic() - stopped_at < 30

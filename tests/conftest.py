@@ -1,0 +1,93 @@
+"""Shared fixtures: a throwaway metadata store on SQLite and on the real local PostgreSQL (each test
+in its own database, created and dropped here), an artifact store, and an opened platform.
+
+PostgreSQL comes from DEEPEXT_TEST_POSTGRES_URL (default: the project machines' server at
+127.0.0.1:5432, trust auth). If it cannot be reached the PostgreSQL tests fail - they are not
+skipped - unless a developer sets DEEPEXT_TEST_SKIP_POSTGRES=1 on a machine without one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deepext.config import Settings
+from deepext.platform import Platform
+from deepext.projects import create_project
+from deepext.storage import ArtifactStore
+
+POSTGRES_URL = os.environ.get("DEEPEXT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the developer's ~/.deepext or their DEEPEXT_* settings."""
+    for name in list(os.environ):
+        if name.startswith("DEEPEXT_") and not name.startswith("DEEPEXT_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DEEPEXT_HOME", str(tmp_path / "home"))
+    from deepext.config import get_settings
+
+    get_settings.cache_clear()
+
+
+def _admin_connection():  # type: ignore[no-untyped-def]
+    import psycopg
+
+    url = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    return psycopg.connect(url, autocommit=True, connect_timeout=5)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    if os.environ.get("DEEPEXT_TEST_SKIP_POSTGRES") == "1":
+        pytest.skip("DEEPEXT_TEST_SKIP_POSTGRES=1: this developer has no PostgreSQL server")
+    name = f"deepext_test_{uuid.uuid4().hex[:12]}"
+    with _admin_connection() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with _admin_connection() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test once on SQLite (the embedded default) and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'metadata.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(home=tmp_path / "home", database_url=database_url)
+
+
+@pytest.fixture
+def platform(settings: Settings) -> Iterator[Platform]:
+    opened = Platform.open(settings)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def project(platform: Platform) -> str:
+    with platform.db.session() as session:
+        create_project(session, name="demo", actor="test")
+    return "demo"
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(str(tmp_path / "artifacts"))
