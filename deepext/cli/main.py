@@ -7,6 +7,7 @@ import typer
 
 from deepext.cli.common import actor, open_platform, out, reports_errors
 from deepext.cli.datasets import datasets_app
+from deepext.cli.grpo import grpo_app
 from deepext.cli.models import models_app
 from deepext.config import get_settings
 
@@ -17,6 +18,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(projects_app, name="projects")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
+app.add_typer(grpo_app, name="grpo")
 
 
 # ---- platform

@@ -1,0 +1,239 @@
+"""The learner: policy model, optimizer and the GRPO update, one per Ray Train worker.
+
+Each learner takes its share of the batch, runs it in micro-batches, and the learners SUM their
+gradients (an all-reduce over gloo on CPU, NCCL on GPU). Loss normalizers are global (tokens and
+sequences of the whole batch), so N learners make exactly the update one learner would make.
+
+The reference policy for the KL term is the frozen base model: with LoRA it is the same network
+with the adapter switched off (no second copy); without LoRA, a frozen copy is loaded only when the
+KL coefficient is non-zero.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepext.grpo.algorithms import PolicyLossConfig, entropy_from_logits, policy_loss, token_logprobs
+from deepext.grpo.batch import LearnerBatch
+from deepext.grpo.config import GRPOConfig
+
+TRAINING_STATE = "training_state.pt"
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+class PolicyLearner:
+    def __init__(
+        self, config: GRPOConfig, *, device: torch.device, total_steps: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        from transformers import AutoModelForCausalLM, get_scheduler
+
+        self.config = config
+        self.device = device
+        self.rank = rank
+        self.world_size = world_size
+        dtype = resolve_dtype(config.model.dtype, device)
+        model: Any = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=dtype)
+        model.config.use_cache = False
+        self.reference: Any = None
+        if config.model.lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            lora = config.model.lora
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=lora.rank,
+                    lora_alpha=lora.alpha,
+                    lora_dropout=lora.dropout,
+                    target_modules=list(lora.target_modules),
+                    task_type="CAUSAL_LM",
+                ),
+            )
+        elif config.algorithm.kl_coef > 0:
+            reference: Any = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=dtype)
+            self.reference = reference.to(device).eval().requires_grad_(False)
+        self.model = model.to(device)
+        self.model.train()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        optim = config.optim
+        self.optimizer = torch.optim.AdamW(
+            trainable, lr=optim.learning_rate, betas=optim.betas, weight_decay=optim.weight_decay
+        )
+        updates = total_steps * config.algorithm.updates_per_batch
+        self.scheduler = get_scheduler(
+            optim.schedule, self.optimizer, num_warmup_steps=optim.warmup_steps, num_training_steps=updates
+        )
+        self.loss_config = PolicyLossConfig(
+            clip_low=config.algorithm.clip_low,
+            clip_high=config.algorithm.clip_high,
+            kl_coef=config.algorithm.kl_coef,
+            loss_agg=config.algorithm.loss_agg,
+            tis_cap=config.algorithm.tis_cap,
+        )
+
+    # ---- forward passes
+    def _logits(self, model: Any, batch: LearnerBatch) -> torch.Tensor:
+        """Logits of the positions that predict completion tokens, (B, T, V)."""
+        out = model(
+            input_ids=batch.input_ids.to(self.device),
+            attention_mask=batch.attention_mask.to(self.device),
+            position_ids=batch.position_ids.to(self.device),
+        )
+        t = batch.completion_mask.shape[1]
+        return out.logits[:, batch.prompt_len - 1 : batch.prompt_len - 1 + t].float()
+
+    @torch.no_grad()
+    def _reference_logprobs(self, batch: LearnerBatch) -> torch.Tensor | None:
+        if self.config.algorithm.kl_coef == 0:
+            return None
+        temperature = self.config.sampling.temperature
+        tokens = batch.completion_ids.to(self.device)
+        if self.reference is not None:
+            return token_logprobs(self._logits(self.reference, batch), tokens, temperature)
+        with self.model.disable_adapter():
+            return token_logprobs(self._logits(self.model, batch), tokens, temperature)
+
+    # ---- the update
+    def learn(self, shard: LearnerBatch, *, num_tokens: int, num_seqs: int) -> dict[str, float]:
+        """`updates_per_batch` optimizer steps on this learner's shard of a batch.
+
+        `num_tokens` / `num_seqs` are the whole batch's (all learners), so summed gradients are exact.
+        """
+        temperature = self.config.sampling.temperature
+        micro = self.config.resources.micro_batch_size
+        max_tokens = self.config.sampling.max_new_tokens
+        sums: dict[str, float] = {}
+        old_logprobs: list[torch.Tensor] = []
+        references = [self._reference_logprobs(part) for part in shard.micro_batches(micro)]
+        for update in range(self.config.algorithm.updates_per_batch):
+            self.optimizer.zero_grad(set_to_none=True)
+            for index, part in enumerate(shard.micro_batches(micro)):
+                logits = self._logits(self.model, part)
+                tokens = part.completion_ids.to(self.device)
+                logprobs = token_logprobs(logits, tokens, temperature)  # (b, t)
+                if update == 0:
+                    old_logprobs.append(logprobs.detach())  # on-policy: the policy that sampled the batch
+                mask = part.completion_mask.to(self.device)
+                loss, metrics = policy_loss(
+                    logprobs,
+                    old_logprobs[index],
+                    part.advantages.to(self.device),
+                    mask,
+                    self.loss_config,
+                    ref_logprobs=references[index],
+                    rollout_logprobs=part.rollout_logprobs.to(self.device),
+                    num_tokens=num_tokens,
+                    num_seqs=num_seqs,
+                    max_tokens=max_tokens,
+                )
+                loss.backward()
+                weight = part.num_tokens
+                with torch.no_grad():
+                    entropy = (entropy_from_logits(logits, temperature) * mask).sum().item()
+                    gap = ((logprobs.detach() - part.rollout_logprobs.to(self.device)).abs() * mask).sum().item()
+                _add(sums, "loss", float(loss.item()))
+                _add(sums, "entropy_sum", entropy)
+                _add(sums, "logprob_gap_sum", gap)
+                for name, value in metrics.items():
+                    _add(sums, f"{name}_sum", float(value.item()) * weight)
+                _add(sums, "tokens", float(weight))
+            self._all_reduce_gradients()
+            if self.config.optim.grad_clip:
+                norm = torch.nn.utils.clip_grad_norm_(self._trainable(), self.config.optim.grad_clip)
+                _add(sums, "grad_norm_sum", float(norm))
+            self.optimizer.step()
+            self.scheduler.step()
+        return sums
+
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _all_reduce_gradients(self) -> None:
+        """Sum gradients over learners, in one flat buffer (one collective per update)."""
+        if self.world_size == 1:
+            return
+        import torch.distributed as dist
+
+        params = [p for p in self._trainable()]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for param, grad in zip(params, grads, strict=True):
+            count = grad.numel()
+            param.grad = flat[offset : offset + count].view_as(grad).clone()
+            offset += count
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    # ---- checkpoints
+    def save(self, folder: Path, *, step: int, extra: dict[str, Any] | None = None) -> None:
+        """Model or adapter, optimizer, scheduler, step and RNG states: all that resume needs."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder / "policy")
+        state = {
+            "step": step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "extra": extra or {},
+        }
+        torch.save(state, folder / TRAINING_STATE)
+
+    def load(self, folder: Path) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        policy = folder / "policy"
+        if self.config.model.lora is not None:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.model, load_file(str(policy / "adapter_model.safetensors")))
+        else:
+            weights: dict[str, torch.Tensor] = {}
+            for file in sorted(policy.glob("*.safetensors")):
+                weights.update(load_file(str(file)))
+            self.model.load_state_dict(weights, strict=False)
+        state = torch.load(folder / TRAINING_STATE, weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        return dict(state)
+
+    def export(self, folder: Path, tokenizer: Any) -> dict[str, Path]:
+        """The final model as Hugging Face folders: `model/` (full or merged) and, with LoRA, `adapter/`."""
+        folders = {}
+        if self.config.model.lora is not None:
+            self.model.save_pretrained(folder / "adapter")
+            tokenizer.save_pretrained(folder / "adapter")
+            folders["adapter"] = folder / "adapter"
+            merged = _merged_copy(self.model)
+            merged.save_pretrained(folder / "model")
+        else:
+            self.model.save_pretrained(folder / "model")
+        tokenizer.save_pretrained(folder / "model")
+        folders["model"] = folder / "model"
+        return folders
+
+
+def _merged_copy(model: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(model).merge_and_unload()
+
+
+def _add(sums: dict[str, float], key: str, value: float) -> None:
+    sums[key] = sums.get(key, 0.0) + value

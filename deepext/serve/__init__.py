@@ -1,0 +1,1 @@
+"""REST API and model serving on Ray Serve (issues 6 and 7)."""
