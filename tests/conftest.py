@@ -91,3 +91,21 @@ def project(platform: Platform) -> str:
 @pytest.fixture
 def artifacts(tmp_path: Path) -> ArtifactStore:
     return ArtifactStore(str(tmp_path / "artifacts"))
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the tests that need it; workers can import the `tests` package."""
+    import ray
+
+    root = Path(__file__).resolve().parent.parent
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(root), "RAY_TRAIN_V2_ENABLED": "1"}},
+        log_to_driver=False,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from deepext.errors import Conflict, InvalidInput
 from deepext.grpo.config import GRPOConfig, parse_config
 from deepext.grpo.data import PromptSet, load_prompts, step_prompt_indices, total_steps
 from deepext.grpo.metrics import MetricsLog, read_metrics
@@ -64,7 +65,8 @@ def train(
 ) -> RunResult:
     """Run GRPO to the end and return where the model and metrics are.
 
-    `resume=True` continues the run in `output_dir` from its last checkpoint.
+    `resume=True` continues the run `run_id` in `output_dir` from its last checkpoint: Ray Train
+    finds the run's checkpoints by its name and storage path, and the learners restore from it.
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -97,7 +99,11 @@ def train(
         connect_ray(settings)
     workers = start_rollout_workers(cfg)
     resources = cfg.resources
-    latest = latest_checkpoint(output / "ray", run_id) if resume else None
+    has_checkpoint = any((output / "ray" / run_id).glob("checkpoint_*"))
+    if resume and not has_checkpoint:
+        raise InvalidInput(f"run {run_id!r} has no checkpoint in {output / 'ray'} to resume from")
+    if not resume and (output / "ray" / run_id).exists():
+        raise Conflict(f"run {run_id!r} already exists in {output}; resume it or choose another run id")
     try:
         trainer = TorchTrainer(
             learner_loop,
@@ -123,7 +129,6 @@ def train(
                 failure_config=FailureConfig(max_failures=resources.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
             ),
-            resume_from_checkpoint=latest,
         )
         trainer.fit()
     finally:
@@ -161,14 +166,6 @@ def stop_rollout_workers(workers: list[Any]) -> None:
         with contextlib.suppress(Exception):  # a dead worker needs no shutdown; kill it regardless
             ray.get(worker.shutdown.remote(), timeout=30)
         ray.kill(worker)
-
-
-def latest_checkpoint(storage: Path, run_id: str) -> Any:
-    """The newest Ray Train checkpoint of a run, to resume from (None if it has none)."""
-    from ray.train import Checkpoint
-
-    folders = sorted((storage / run_id).glob("checkpoint_*"), key=lambda p: p.stat().st_mtime)
-    return Checkpoint.from_directory(str(folders[-1])) if folders else None
 
 
 # ---------------------------------------------------------------- learners (Ray Train workers)
@@ -210,7 +207,9 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
         reward_set = RewardSet([RewardSpec(r.name, r.weight, dict(r.params), r.alias) for r in cfg.rewards])
         log = MetricsLog(output)
         shm = shared_memory_root(loop_config["run_id"])
-        if start > 0:  # a restarted learner: bring the rollout workers back to the checkpoint's policy
+        held = ray.get([worker.ready.remote() for worker in workers])
+        if any(state["version"] != start for state in held):
+            # A restarted or resumed learner: bring the rollout workers back to this policy.
             sync_weights(
                 workers, publish_weights(rollout_state_dict(learner.model), start, shm), cfg.resources.sync_timeout_s
             )
@@ -235,9 +234,8 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
             batch, score_metrics = score_groups(groups, prompts, reward_set, cfg, pad_id)
             metrics.update(score_metrics)
             timings["score"] = time.perf_counter() - t
-            payload = ray.put(batch) if world > 1 else batch
-        payload = _broadcast(payload, world)
-        batch = ray.get(payload) if world > 1 else payload
+            payload = batch
+        batch = _broadcast(payload, world)
 
         # learn
         t = time.perf_counter()
@@ -369,6 +367,7 @@ def learn_metrics(sums: dict[str, float], updates: int) -> dict[str, float]:
 
 
 def _broadcast(payload: Any, world: int) -> Any:
+    """Rank 0's object on every learner (the batch is small: token ids and a few floats per token)."""
     if world == 1:
         return payload
     import torch.distributed as dist

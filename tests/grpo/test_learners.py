@@ -1,0 +1,213 @@
+"""Learners on Ray Train: N learners make the same update as one, and a killed learner resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from deepext.grpo.batch import LearnerBatch, SampledSequence, build_batch
+from deepext.grpo.config import parse_config
+from deepext.grpo.learner import PolicyLearner
+
+
+def fixed_batch(vocab: int = 400, rows: int = 6) -> LearnerBatch:
+    generator = torch.Generator().manual_seed(0)
+    sequences = []
+    for row in range(rows):
+        prompt = torch.randint(3, vocab, (3 + row % 3,), generator=generator).tolist()
+        completion = torch.randint(3, vocab, (4 + (row * 5) % 7,), generator=generator).tolist()
+        logprobs = (-torch.rand(len(completion), generator=generator) * 6).tolist()
+        sequences.append(SampledSequence(prompt, completion, logprobs, float(row % 3) - 1.0))
+    return build_batch(sequences, pad_id=0)
+
+
+def learner_config(model: Path, **algorithm: Any) -> dict[str, Any]:
+    return {
+        "model": {"path": str(model)},
+        "data": {"path": "unused.jsonl"},
+        "rewards": [{"name": "exact_match"}],
+        "optim": {"learning_rate": 0.05, "grad_clip": 1.0},
+        "algorithm": {"tis_cap": 2.0, **algorithm},
+        "resources": {"micro_batch_size": 2},
+    }
+
+
+def flat_parameters(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
+
+
+def learn_once(loop_config: dict[str, Any]) -> None:
+    """A Ray Train worker: one update on its shard of the fixed batch; rank 0 saves the weights."""
+    import ray.train
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    learner = PolicyLearner(
+        parse_config(loop_config["grpo"]), device=torch.device("cpu"), total_steps=1, rank=rank, world_size=world
+    )
+    batch = fixed_batch()
+    learner.learn(batch.shard(rank, world), num_tokens=batch.num_tokens, num_seqs=batch.size)
+    if rank == 0:
+        torch.save(flat_parameters(learner.model), loop_config["out"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean"])
+def test_two_learners_make_the_same_update_as_one(
+    ray_session: None, tiny_model: Path, tmp_path: Path, loss_agg: str
+) -> None:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    config = learner_config(tiny_model, loss_agg=loss_agg)
+    single = PolicyLearner(parse_config(config), device=torch.device("cpu"), total_steps=1)
+    before = flat_parameters(single.model).clone()
+    batch = fixed_batch()
+    single.learn(batch, num_tokens=batch.num_tokens, num_seqs=batch.size)
+    expected = flat_parameters(single.model)
+
+    out = tmp_path / "two.pt"
+    TorchTrainer(
+        learn_once,
+        train_loop_config={"grpo": config, "out": str(out)},
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=RunConfig(name="equal", storage_path=str(tmp_path / "ray")),
+    ).fit()
+    two = torch.load(out)
+    update = (expected - before).abs().max().item()
+    assert update > 0.01  # the update did something (Adam's first step moves weights by about lr)
+    # Summing gradients in another order changes float rounding only: far below the update's size.
+    assert (two - expected).abs().max().item() < 1e-3 * update
+    assert ((two - before) * (expected - before) >= 0).all()  # every weight moved the same way
+
+
+def write_prompts(path: Path, count: int = 16) -> Path:
+    path.write_text(
+        "".join(json.dumps({"prompt": f"Say a number: {i}", "answer": str(i)}) + "\n" for i in range(count))
+    )
+    return path
+
+
+def run_config(model_dir: Path, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "name": "test",
+        "model": {"path": str(model_dir)},
+        "data": {"path": str(write_prompts(tmp_path / "prompts.jsonl"))},
+        "rewards": [
+            {"name": "regex", "params": {"pattern": "[0-9]"}},
+            {"name": "length_penalty", "weight": 0.1, "params": {"max_chars": 40}},
+        ],
+        "sampling": {"group_size": 4, "prompts_per_step": 4, "max_new_tokens": 12},
+        "optim": {"learning_rate": 0.001},
+        "schedule": {"steps": 3, "checkpoint_every": 2},
+        "resources": {"rollout_cpus": 1, "learner_cpus": 0.5, "micro_batch_size": 8, "max_model_len": 256},
+        "output_dir": str(tmp_path / "run"),
+    }
+    for key, value in overrides.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    return config
+
+
+@pytest.mark.slow
+def test_a_lora_run_with_kl_and_two_learners_runs_and_resumes(
+    ray_session: None, tiny_model: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from deepext.grpo.loop import train
+
+    config = run_config(
+        tiny_model,
+        tmp_path,
+        model={"path": str(tiny_model), "lora": {"rank": 4, "alpha": 8}},
+        algorithm={"kl_coef": 0.05},
+        schedule={"steps": 3, "checkpoint_every": 2, "eval_every": 2, "eval_prompts": 4},
+        resources={
+            "num_learners": 2,
+            "learner_cpus": 0.5,
+            "rollout_cpus": 1,
+            "micro_batch_size": 4,
+            "max_model_len": 256,
+        },
+    )
+    result = train(config, run_id="lora")
+    steps = [m for m in result.metrics if "reward_mean" in m]
+    assert [m["step"] for m in steps] == [1, 2, 3]
+    for key in (
+        "reward/regex_mean",
+        "reward/length_penalty_mean",
+        "kl",
+        "clip_fraction",
+        "entropy",
+        "zero_variance_group_fraction",
+        "completion_len_mean",
+        "tokens_per_s",
+        "time/generate",
+        "time/score",
+        "time/learn",
+        "time/sync",
+        "logprob_gap",
+    ):
+        assert key in steps[-1], key
+    assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # the first batch comes from the reference policy
+    assert abs(steps[0]["logprob_gap"]) < 1e-3  # vLLM's sampling logprobs match the learner's
+    assert any("eval/reward_mean" in m for m in result.metrics)
+    assert result.adapter_dir is not None and (result.adapter_dir / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    assert merged.config.model_type == "qwen2"
+    assert list((result.output_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+    resumed = train({**config, "schedule": {**config["schedule"], "steps": 5}}, run_id="lora", resume=True)
+    restarted = [m for m in resumed.metrics if "event/resumed_from_step" in m]
+    assert restarted and restarted[-1]["event/resumed_from_step"] == 3
+    assert [m["step"] for m in resumed.metrics if "reward_mean" in m][-2:] == [4, 5]
+
+
+@pytest.mark.slow
+def test_a_killed_learner_is_restarted_and_the_run_finishes_from_its_checkpoint(
+    ray_session: None, tiny_model: Path, tmp_path: Path
+) -> None:
+    from deepext.grpo.loop import train
+    from deepext.grpo.metrics import read_metrics
+
+    config = run_config(
+        tiny_model,
+        tmp_path,
+        schedule={"steps": 8, "checkpoint_every": 2},
+        resources={
+            "learner_cpus": 1,
+            "rollout_cpus": 1,
+            "micro_batch_size": 8,
+            "max_model_len": 256,
+            "max_failures": 1,
+        },
+    )
+    output = Path(config["output_dir"])
+    outcome: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=train(config, run_id="fault")))
+    runner.start()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        done = [m["step"] for m in read_metrics(output) if "reward_mean" in m]
+        if done and done[-1] >= 4:
+            break
+        time.sleep(0.5)
+    time.sleep(3)  # let Ray Train register the step-4 checkpoint before the learner dies
+    victim = int((output / "learner-0.pid").read_text())
+    os.kill(victim, signal.SIGKILL)
+    runner.join(timeout=600)
+    assert "result" in outcome, "the run did not finish after the learner was killed"
+    metrics = outcome["result"].metrics
+    assert int((output / "learner-0.pid").read_text()) != victim  # a new learner process took over
+    resumed = [m["event/resumed_from_step"] for m in metrics if "event/resumed_from_step" in m]
+    assert resumed and resumed[0] in (4, 6)
+    assert max(m["step"] for m in metrics if "reward_mean" in m) == 8
+    assert (outcome["result"].model_dir / "config.json").exists()
