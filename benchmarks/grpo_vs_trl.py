@@ -73,6 +73,7 @@ class RunFigures:
     step_seconds: list[float]  # wall time of each training step, warm-up step included
     rewards: list[float]  # mean reward of each step's 128 samples
     splits: dict[str, list[float]] = field(default_factory=dict)  # phase -> seconds per step
+    cpu_seconds: list[float] = field(default_factory=list)  # CPU time per step, where measured
 
     @property
     def steady_seconds(self) -> list[float]:
@@ -202,11 +203,13 @@ def run_trl(args: argparse.Namespace, model: Path, records: list[dict[str, Any]]
     from trl import GRPOConfig, GRPOTrainer
 
     step_ends: list[float] = []
+    cpu_ends: list[float] = []  # this process's CPU time: ~2x wall when TRL had both cores to itself
     generate_seconds: list[float] = []
 
     class StepTimer(TrainerCallback):  # type: ignore[misc]
         def on_step_end(self, *_: Any, **__: Any) -> None:
             step_ends.append(time.perf_counter())
+            cpu_ends.append(time.process_time())
 
     shutil.rmtree(output, ignore_errors=True)
     config = GRPOConfig(
@@ -257,7 +260,7 @@ def run_trl(args: argparse.Namespace, model: Path, records: list[dict[str, Any]]
 
     trainer._generate_single_turn = timed_generate  # type: ignore[method-assign]
     trainer.remove_callback(PrinterCallback)  # its per-step log dicts would drown the report
-    first_step_start = time.perf_counter()
+    first_step_start, first_cpu_start = time.perf_counter(), time.process_time()
     trainer.train()
     wall = time.perf_counter() - started
     logs = [entry for entry in trainer.state.log_history if "reward" in entry]
@@ -267,6 +270,7 @@ def run_trl(args: argparse.Namespace, model: Path, records: list[dict[str, Any]]
         step_seconds=steps,
         rewards=[entry["reward"] for entry in logs],
         splits={"generate": generate_seconds},
+        cpu_seconds=[end - begin for begin, end in zip([first_cpu_start, *cpu_ends[:-1]], cpu_ends, strict=True)],
     )
     startup = wall - sum(steps)
     print(f"  trl: {len(steps)} steps, {wall:.1f} s wall ({startup:.1f} s start-up and shut-down)", flush=True)
@@ -279,6 +283,10 @@ def _curve(values: list[float]) -> str:
     return " ".join(f"{v:.3f}" for v in values)
 
 
+def _seconds(values: list[float]) -> str:
+    return " ".join(f"{v:.1f}" for v in values)
+
+
 def report_run(index: int, figures: RunFigures) -> None:
     steady = figures.steady_seconds
     print(
@@ -287,10 +295,12 @@ def report_run(index: int, figures: RunFigures) -> None:
         f"[{min(steady):.1f}..{max(steady):.1f}])",
         flush=True,
     )
-    print(f"  seconds per step: {' '.join(f'{v:.1f}' for v in figures.step_seconds)}", flush=True)
+    print(f"  seconds per step: {_seconds(figures.step_seconds)}", flush=True)
+    for phase, values in figures.splits.items():
+        print(f"    {phase}: {_seconds(values)}", flush=True)
+    if figures.cpu_seconds:
+        print(f"  CPU seconds per step (2 cores: up to 2x wall): {_seconds(figures.cpu_seconds)}", flush=True)
     print(f"  reward per step: {_curve(figures.rewards)}", flush=True)
-    splits = ", ".join(f"{k} {statistics.median(v[1:] or v):.2f}" for k, v in figures.splits.items() if v)
-    print(f"  median s per step (warm-up left out): {splits}", flush=True)
 
 
 def summarize(runs: dict[str, list[RunFigures]]) -> dict[str, float]:
