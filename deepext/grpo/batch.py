@@ -70,6 +70,19 @@ class LearnerBatch:
             prompt_len=self.prompt_len - drop_left,
         )
 
+    def sorted_by_length(self) -> LearnerBatch:
+        """The same rows, shortest first, so micro-batches group similar lengths and pad little."""
+        order = torch.argsort(self.attention_mask.sum(dim=1), stable=True)
+        return LearnerBatch(
+            input_ids=self.input_ids[order],
+            attention_mask=self.attention_mask[order],
+            position_ids=self.position_ids[order],
+            completion_mask=self.completion_mask[order],
+            rollout_logprobs=self.rollout_logprobs[order],
+            advantages=self.advantages[order],
+            prompt_len=self.prompt_len,
+        )
+
     def shard(self, rank: int, world_size: int) -> LearnerBatch:
         """This learner's contiguous share of the rows."""
         size, extra = divmod(self.size, world_size)

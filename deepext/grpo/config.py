@@ -112,6 +112,12 @@ class ResourceSettings(_Strict):
     rollout_cpus: float = Field(1, gt=0)
     rollout_gpus: float = Field(0, ge=0)
     micro_batch_size: int = Field(16, ge=1, description="Sequences per forward/backward pass on a learner.")
+    threads_per_worker: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads each learner and rollout worker may use (null: its Ray CPUs). Sampling and "
+        "learning take turns, so on one CPU machine set it to the core count and each phase uses every core.",
+    )
     max_model_len: int = Field(1024, ge=16)
     sync_timeout_s: float = Field(120, gt=0)
     max_failures: int = Field(1, ge=0, description="Learner restarts from the last checkpoint before the run fails.")

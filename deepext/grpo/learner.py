@@ -83,14 +83,19 @@ class PolicyLearner:
 
     # ---- forward passes
     def _logits(self, model: Any, batch: LearnerBatch) -> torch.Tensor:
-        """Logits of the positions that predict completion tokens, (B, T, V)."""
+        """Logits of the positions that predict completion tokens, (B, T, V).
+
+        Only the last T + 1 positions go through the output layer (`logits_to_keep`): the prompt's
+        logits are never needed.
+        """
+        t = batch.completion_mask.shape[1]
         out = model(
             input_ids=batch.input_ids.to(self.device),
             attention_mask=batch.attention_mask.to(self.device),
             position_ids=batch.position_ids.to(self.device),
+            logits_to_keep=t + 1,
         )
-        t = batch.completion_mask.shape[1]
-        return out.logits[:, batch.prompt_len - 1 : batch.prompt_len - 1 + t].float()
+        return out.logits[:, :t].float()
 
     @torch.no_grad()
     def _reference_logprobs(self, batch: LearnerBatch) -> torch.Tensor | None:
@@ -114,6 +119,7 @@ class PolicyLearner:
         max_tokens = self.config.sampling.max_new_tokens
         sums: dict[str, float] = {}
         old_logprobs: list[torch.Tensor] = []
+        shard = shard.sorted_by_length()  # the loss is a sum over rows: order is free, padding is not
         references = [self._reference_logprobs(part) for part in shard.micro_batches(micro)]
         for update in range(self.config.algorithm.updates_per_batch):
             self.optimizer.zero_grad(set_to_none=True)

@@ -152,7 +152,12 @@ def start_rollout_workers(cfg: GRPOConfig) -> list[Any]:
     resources = cfg.resources
     actor: Any = ray.remote(RolloutWorker).options(num_cpus=resources.rollout_cpus, num_gpus=resources.rollout_gpus)
     workers = [
-        actor.remote(cfg.model.path, max_model_len=resources.max_model_len, seed=cfg.schedule.seed + index)
+        actor.remote(
+            cfg.model.path,
+            max_model_len=resources.max_model_len,
+            seed=cfg.schedule.seed + index,
+            threads=resources.threads_per_worker,
+        )
         for index in range(resources.num_rollout_workers)
     ]
     ray.get([worker.ready.remote() for worker in workers])
@@ -188,6 +193,8 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
     steps: int = loop_config["steps"]
     output = Path(loop_config["output"])
     device = ray.train.torch.get_device()
+    if cfg.resources.threads_per_worker:
+        torch.set_num_threads(cfg.resources.threads_per_worker)
     torch.manual_seed(cfg.schedule.seed)
     (output / f"learner-{rank}.pid").write_text(str(os.getpid()))
 

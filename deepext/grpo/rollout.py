@@ -51,9 +51,14 @@ class StaleWeightsError(RuntimeError):
 class RolloutWorker:
     """One vLLM engine in one Ray actor (create with `ray.remote(RolloutWorker).options(...)`)."""
 
-    def __init__(self, model_path: str, *, max_model_len: int, seed: int = 0, gpu: bool = False) -> None:
+    def __init__(self, model_path: str, *, max_model_len: int, seed: int = 0, threads: int | None = None) -> None:
         # The engine runs inside this actor's process: no extra engine process, no IPC hop.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        if threads:
+            import torch
+
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+            torch.set_num_threads(threads)  # before vLLM starts: its CPU worker pins the count afterwards
         from deepext.vllm_engine import open_llm
 
         started = time.perf_counter()

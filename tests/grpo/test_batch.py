@@ -36,6 +36,15 @@ def test_shards_cover_all_rows_once_and_trim_padding() -> None:
     assert sum(m.num_tokens for m in batch.micro_batches(1)) == batch.num_tokens
 
 
+def test_sorting_by_length_keeps_every_row_and_reduces_padding() -> None:
+    batch = build_batch([SEQUENCES[1], SEQUENCES[2], SEQUENCES[0], SEQUENCES[2]], pad_id=0)
+    ordered = batch.sorted_by_length()
+    assert ordered.attention_mask.sum(dim=1).tolist() == [2, 2, 4, 5]
+    assert sorted(ordered.advantages.tolist()) == sorted(batch.advantages.tolist())
+    padded = sum(m.input_ids.numel() for m in batch.micro_batches(2))
+    assert sum(m.input_ids.numel() for m in ordered.micro_batches(2)) < padded
+
+
 def test_mismatched_logprobs_are_refused() -> None:
     with pytest.raises(ValueError, match="sequence 0: 2 tokens but 1 logprobs"):
         build_batch([SampledSequence([1], [2, 3], [-0.1], 0.0)], pad_id=0)
