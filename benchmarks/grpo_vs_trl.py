@@ -3,27 +3,40 @@
 Both contenders train the same ~23M-parameter Qwen2-shaped random model (`deepext.models.tiny`) on
 the same prompts with the same reward, G=8 completions for each of 16 prompts per step (128
 samples), 128 new tokens, temperature 1.0, the same learning rate and schedule, for the same
-number of steps. They run alternately in one process: deepext (`deepext.grpo.loop.train`: a vLLM
-rollout actor + a Ray Train learner, 1 CPU each) and then TRL (HF `generate` on the CPU, in this
-process), `--repeats` times.
+number of steps, in float32. They run alternately in one process, `--repeats` times: deepext
+(`deepext.grpo.loop.train`: a vLLM rollout actor and a Ray Train learner, 1 Ray CPU each)
+and then TRL (HF `generate` on the CPU, in this process, torch using every core).
 
 The task: each prompt asks for a line using four words from a pool of ten; the reward is deepext's
 built-in `contains(reference_field="keywords", mode="fraction")` - the share of the row's words the
 completion contains. TRL calls the very same function on the same decoded text. A random model
 already scores ~0.3, so the reward curve has signal from the first step.
 
+Matched: TRL 1.16's GRPO defaults - loss_type "dapo" (deepext token-mean over the whole step's
+tokens), beta 0 (kl_coef 0), epsilon 0.2 = epsilon_high (clip_low = clip_high = 0.2),
+num_iterations 1, scale_rewards "group" (advantage "grpo") - and the Trainer's AdamW, linear decay,
+no warmup, no weight decay, grad clip 1.0; micro-batches of 16 on both sides (TRL: 8 accumulation
+steps per optimizer step, one `generate` of all 128 per step). Not TRL defaults: bf16 off (float32
+like deepext) and gradient checkpointing off (TRL's default on would recompute the forward pass).
+deepext keeps its truncated importance sampling (cap 2) for the vLLM-vs-learner mismatch, which
+TRL's own vLLM path also corrects by default; HF `generate` needs none.
+
 Measured: steady-state samples/s = completions trained on per second of wall time over the
-training steps, the first step left out as warm-up (and all one-time start-up: model load, vLLM
+training steps, the first step left out as warm-up (as is all one-time start-up: model load, vLLM
 engine start, Ray Train start, TRL trainer construction). deepext's step time is `time/step` from
-its `metrics.jsonl`; TRL's is the time between consecutive `on_step_end` callbacks. Also printed:
-the per-step mean reward of both (same samples per step, so the curves compare per sample) and
-deepext's step split (generate / score / learn / sync medians) beside TRL's generate time.
+its `metrics.jsonl` (the last step includes saving the final checkpoint); TRL's is the time
+between consecutive `on_step_end` callbacks. Printed beside it: both per-step reward curves (same
+samples per step, so they compare per sample), deepext's split (generate / score / learn / sync)
+and TRL's generate time, and TRL's CPU time per step, which shows whether other work on a shared
+machine took cores during the run (CPU/wall near 2 on 2 cores: it did not).
 
-    .venv/bin/python benchmarks/grpo_vs_trl.py [--steps 6] [--repeats 1] [--model-size 23m]
+    .venv/bin/python benchmarks/grpo_vs_trl.py [--steps 4] [--repeats 2] [--model-size 23m]
+        [--threads-per-worker 0]   # each deepext actor on one thread instead of every core
 
-`--model-size tiny` (0.4M parameters) is a one-minute smoke test. The machine's cores are shared:
-on a busy box the numbers are noisy, which is why the contenders alternate. The last line is
-machine-readable:
+deepext generates and learns one after the other, so by default both its actors (1 Ray CPU each)
+set `resources.threads_per_worker` to the core count: each phase uses every core, as TRL does.
+The defaults take about 10 minutes on 2 cores; `--model-size tiny` is a one-minute smoke test.
+The last line is machine-readable:
 
     grpo_vs_trl samples_per_s deepext=X trl=Y ratio=Z
 """
@@ -168,8 +181,11 @@ def run_deepext(args: argparse.Namespace, model: Path, data: Path, output: Path)
         "resources": {
             "num_learners": 1,
             "num_rollout_workers": 1,
-            "learner_cpus": args.learner_cpus,
-            "rollout_cpus": args.rollout_cpus,
+            "learner_cpus": 1,
+            "rollout_cpus": 1,
+            # Sampling and learning take turns, so each may use every core (the engine's advice for one
+            # CPU machine); 0 leaves each at its one Ray CPU, i.e. one thread.
+            "threads_per_worker": args.threads_per_worker or None,
             "micro_batch_size": args.micro_batch_size,
             "max_model_len": 512,
         },
@@ -177,7 +193,7 @@ def run_deepext(args: argparse.Namespace, model: Path, data: Path, output: Path)
     }
     shutil.rmtree(output, ignore_errors=True)
     # A Ray session per deepext run, shut down before TRL runs so its daemons take no CPU from TRL.
-    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=args.verbose)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=args.verbose)
     try:
         started = time.perf_counter()
         result = train(config, run_id=output.name)
@@ -206,7 +222,7 @@ def run_trl(args: argparse.Namespace, model: Path, records: list[dict[str, Any]]
     cpu_ends: list[float] = []  # this process's CPU time: ~2x wall when TRL had both cores to itself
     generate_seconds: list[float] = []
 
-    class StepTimer(TrainerCallback):  # type: ignore[misc]
+    class StepTimer(TrainerCallback):
         def on_step_end(self, *_: Any, **__: Any) -> None:
             step_ends.append(time.perf_counter())
             cpu_ends.append(time.process_time())
@@ -243,9 +259,10 @@ def run_trl(args: argparse.Namespace, model: Path, records: list[dict[str, Any]]
         dataloader_num_workers=0,
     )
     started = time.perf_counter()
+    reward_funcs: list[Any] = [keyword_reward]
     trainer = GRPOTrainer(
         model=str(model),
-        reward_funcs=[keyword_reward],
+        reward_funcs=reward_funcs,
         args=config,
         train_dataset=Dataset.from_list(records),
         callbacks=[StepTimer()],
@@ -323,6 +340,9 @@ def summarize(runs: dict[str, list[RunFigures]]) -> dict[str, float]:
         if name == "trl":  # the rest of TRL's step: reward, advantages, forward/backward, optimizer
             rest = [s - g for f in figures for s, g in zip(f.steady_seconds, f.splits["generate"][1:], strict=True)]
             splits.append(f"score+learn {statistics.median(rest):.2f}")
+        if name == "trl":  # CPU time / wall: ~2 when TRL had both cores, less when other work took some
+            busy = [c / w for f in figures for c, w in zip(f.cpu_seconds[1:], f.steady_seconds, strict=True)]
+            splits.append(f"CPU/wall {statistics.median(busy):.2f}")
         print(
             f"{name}: {rates[name]:.2f} samples/s over {len(steady)} steady steps "
             f"({SAMPLES_PER_STEP / statistics.median(steady):.2f} at the median step of "
@@ -335,18 +355,21 @@ def summarize(runs: dict[str, list[RunFigures]]) -> dict[str, float]:
 # ---------------------------------------------------------------- main
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6, help="training steps per run (the first is warm-up)")
-    parser.add_argument("--repeats", type=int, default=1, help="deepext-then-TRL rounds")
+    parser.add_argument("--steps", type=int, default=4, help="training steps per run (the first is warm-up)")
+    parser.add_argument("--repeats", type=int, default=2, help="deepext-then-TRL rounds")
     parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="23m")
     parser.add_argument("--lr", type=float, default=5e-5, help="learning rate, both sides")
     parser.add_argument("--micro-batch-size", type=int, default=16, help="sequences per forward/backward, both")
     parser.add_argument("--tis-cap", type=float, default=2.0, help="deepext's vLLM-vs-learner TIS cap (0: off)")
-    parser.add_argument("--ray-cpus", type=int, default=2, help="CPUs the benchmark's Ray session offers")
-    parser.add_argument("--learner-cpus", type=int, default=1, help="deepext learner's CPUs (its torch threads)")
-    parser.add_argument("--rollout-cpus", type=int, default=1, help="deepext rollout worker's CPUs")
+    parser.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="deepext's resources.threads_per_worker (default: every core; 0: one thread per actor)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "deepext-grpo-vs-trl")
-    parser.add_argument("--only", choices=("deepext", "trl"), nargs=1, help="run one contender (no ratio)")
+    parser.add_argument("--only", choices=("deepext", "trl"), help="run one contender (no ratio)")
     parser.add_argument("--verbose", action="store_true", help="show the Ray workers' (vLLM, Ray Train) logs")
     args = parser.parse_args()
     if args.steps < 2 or args.repeats < 1:
@@ -365,6 +388,9 @@ def main() -> None:
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     os.environ.setdefault("DEEPEXT_HOME", str(workdir / "home"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Ray starts its workers at nice 15; TRL runs in this process at nice 0. The same priority for
+    # both keeps other work on a shared machine from taking CPU from deepext's workers first.
+    os.environ.setdefault("RAY_worker_niceness", "0")
 
     model = make_model(workdir / "models" / args.model_size, args.model_size)
     data = workdir / "prompts.jsonl"
@@ -376,7 +402,7 @@ def main() -> None:
         flush=True,
     )
 
-    runs: dict[str, list[RunFigures]] = {name: [] for name in args.only or ("deepext", "trl")}
+    runs: dict[str, list[RunFigures]] = {name: [] for name in ((args.only,) if args.only else ("deepext", "trl"))}
     for index in range(1, args.repeats + 1):
         if "deepext" in runs:
             runs["deepext"].append(run_deepext(args, model, data, workdir / f"deepext-run{index}"))
@@ -385,6 +411,13 @@ def main() -> None:
             runs["trl"].append(run_trl(args, model, records, workdir / f"trl-run{index}"))
             report_run(index, runs["trl"][-1])
     rates = summarize(runs)
+    busy = [c / w for f in runs.get("trl", []) for c, w in zip(f.cpu_seconds[1:], f.steady_seconds, strict=True)]
+    if busy and min(busy) < 0.85 * (os.cpu_count() or 1):
+        print(
+            f"WARNING: other work took CPU during the run (TRL's CPU/wall fell to {min(busy):.2f} on "
+            f"{os.cpu_count()} cores); these figures are noisy, rerun on a quiet machine",
+            flush=True,
+        )
     if not args.only:
         deepext, trl = rates["deepext"], rates["trl"]
         print(f"grpo_vs_trl samples_per_s deepext={deepext:.2f} trl={trl:.2f} ratio={deepext / trl:.2f}")

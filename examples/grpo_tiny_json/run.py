@@ -7,10 +7,10 @@ The task: "What color is the <object>? Reply in JSON." where every object has on
 2. SFT warm-up (a plain PyTorch loop, a few seconds): the model sees the JSON format with RANDOM
    colors, so it learns the format but not which color is right. (The orchestrator issue brings
    TRL's SFTTrainer as a job kind; this example keeps the warm-up inline and minimal.)
-3. GRPO with two rewards: `json_schema` (weight 0.25) for the format and `json_field_match`
+3. GRPO with two rewards: `json_schema` (weight 0.5) for the format and `json_field_match`
    (weight 1.0) for the right color. Only the reward can teach the table.
 
-Expected curve: mean reward starts near 0.25 + 1/8 (format learned, colors guessed) and climbs
+Expected curve: mean reward starts near 0.5 + 1/8 (format learned, colors guessed) and climbs
 past 1.0 as the table is learned; the script prints the first-10 and last-10 step means, their
 ratio (target >= 2), per seed.
 
@@ -122,14 +122,20 @@ def grpo_config(model_dir: Path, prompts: Path, output: Path, steps: int, seed: 
         "model": {"path": str(model_dir)},
         "data": {"path": str(prompts)},
         "rewards": [
-            {"name": "json_schema", "weight": 0.25, "params": {"schema": SCHEMA}},
+            {"name": "json_schema", "weight": 0.5, "params": {"schema": SCHEMA}},
             {"name": "json_field_match", "weight": 1.0, "params": {"field": "answer", "reference_field": "answer"}},
         ],
         "sampling": {"group_size": 8, "prompts_per_step": 8, "max_new_tokens": 16, "temperature": 1.0},
-        "optim": {"learning_rate": 2e-3, "grad_clip": 1.0},
+        "optim": {"learning_rate": 3e-4, "grad_clip": 1.0},
         "algorithm": {"advantage": "grpo", "loss_agg": "token-mean", "clip_low": 0.2, "clip_high": 0.28},
         "schedule": {"steps": steps, "seed": seed, "checkpoint_every": 0},
-        "resources": {"rollout_cpus": 1, "learner_cpus": 1, "micro_batch_size": 64, "max_model_len": 256},
+        "resources": {
+            "rollout_cpus": 1,
+            "learner_cpus": 1,
+            "micro_batch_size": 64,
+            "max_model_len": 256,
+            "threads_per_worker": 2,
+        },
         "output_dir": str(output),
     }
 
@@ -168,7 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--warmup-steps", type=int, default=40)
+    parser.add_argument("--warmup-steps", type=int, default=150)
     args = parser.parse_args()
 
     import ray
