@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select, update
 
 from deepext import audit
@@ -25,11 +26,8 @@ def test_chain_links_each_entry_and_detects_tampering(platform: Platform) -> Non
 
 
 def test_an_action_that_rolls_back_leaves_no_audit_row(platform: Platform) -> None:
-    try:
-        with platform.db.session() as session:
-            audit.record(session, actor="bob", action="x", resource="y")
-            raise RuntimeError("the action failed")
-    except RuntimeError:
-        pass
+    with pytest.raises(RuntimeError, match="the action failed"), platform.db.session() as session:
+        audit.record(session, actor="bob", action="x", resource="y")
+        raise RuntimeError("the action failed")
     with platform.db.session() as session:
         assert session.scalars(select(AuditEntry)).all() == []

