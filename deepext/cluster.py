@@ -5,6 +5,7 @@ Everything that computes runs as Ray work, so the same code runs on a laptop and
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +21,14 @@ class RayInfo:
 
 
 def connect_ray(settings: Settings, **init_kwargs: Any) -> RayInfo:
-    """`ray.init` against the configured cluster, or a new local one (with its dashboard)."""
+    """`ray.init` against the configured cluster, or a new local one (with its dashboard).
+
+    Inside a Ray job (a deepext job's entry point) `RAY_ADDRESS` names the job's own cluster."""
     import ray
 
-    if settings.ray_address:
-        context = ray.init(address=settings.ray_address, **init_kwargs)
+    address = settings.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        context = ray.init(address=address, **init_kwargs)
     else:
         context = ray.init(
             num_cpus=settings.ray_num_cpus,
@@ -39,5 +43,5 @@ def connect_ray(settings: Settings, **init_kwargs: Any) -> RayInfo:
         address=address_info.get("gcs_address") or address_info.get("address", ""),
         dashboard_url=f"http://{dashboard}" if dashboard else None,
         resources=dict(ray.cluster_resources()),
-        started_locally=not settings.ray_address,
+        started_locally=not address,
     )

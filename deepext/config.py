@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(None, description="Ray cluster address; unset starts a local Ray.")
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs a local Ray may use.")
     ray_dashboard_port: int = Field(8265, ge=0, le=65535)
+    ray_jobs_url: str | None = Field(None, description="Ray Jobs API URL; default: the dashboard of ray_address.")
+    jobs_per_project: int = Field(2, ge=1, description="Jobs of one project that may run at once.")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=0, le=65535)
     air_gapped: bool = Field(False, description="Refuse every outbound call to external providers.")

@@ -15,6 +15,16 @@ from deepext.cluster import connect_ray
 from deepext.config import Settings, config_file_path
 from deepext.demo import seed_demo
 from deepext.platform import Platform
+from deepext.train.ray_jobs import RayJobs
+from deepext.train.scheduler import Scheduler
+
+
+def start_scheduler(platform: Platform, stop: threading.Event) -> Scheduler:
+    """The job scheduler in a background thread: its first pass reconciles the jobs a previous
+    platform process left behind with what Ray reports."""
+    scheduler = Scheduler(platform, RayJobs(platform.settings))
+    threading.Thread(target=scheduler.run, args=(stop,), name="job-scheduler", daemon=True).start()
+    return scheduler
 
 
 def run_platform(settings: Settings, console: Console) -> None:
@@ -44,6 +54,8 @@ def run_platform(settings: Settings, console: Console) -> None:
     console.print(f"ray            {where} at {ray_info.address} ({cpus:g} CPUs, {gpus:g} GPUs)")
     if ray_info.dashboard_url:
         console.print(f"ray dashboard  {ray_info.dashboard_url}")
+    scheduler = start_scheduler(platform, stop)
+    console.print(f"job scheduler  Ray Jobs at {scheduler.ray_jobs.url}, {scheduler.limit} running jobs per project")
     console.print(f"deepext is up in {time.perf_counter() - started:.1f} s. Press Ctrl-C to stop.")
     try:
         while not stop.wait(1.0):

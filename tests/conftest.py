@@ -94,18 +94,29 @@ def artifacts(tmp_path: Path) -> ArtifactStore:
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    """One local Ray for the tests that need it; workers can import the `tests` package."""
+def ray_session() -> Iterator[str]:
+    """One local Ray for the tests that need it; workers can import the `tests` package. Its
+    dashboard serves the Ray Jobs API, whose URL the fixture yields."""
     import ray
 
     root = Path(__file__).resolve().parent.parent
-    ray.init(
+    context = ray.init(
         num_cpus=2,
-        include_dashboard=False,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=0,
         runtime_env={"env_vars": {"PYTHONPATH": str(root), "RAY_TRAIN_V2_ENABLED": "1"}},
         log_to_driver=False,
     )
     try:
-        yield
+        yield f"http://{context.dashboard_url}"
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny random Qwen2-shaped model for the session (GRPO, SFT and job tests)."""
+    from deepext.models.tiny import TinyModelSpec, create_tiny_model
+
+    return create_tiny_model(tmp_path_factory.mktemp("models") / "tiny", TinyModelSpec(seed=3))

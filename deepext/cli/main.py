@@ -8,6 +8,7 @@ import typer
 from deepext.cli.common import actor, open_platform, out, reports_errors
 from deepext.cli.datasets import datasets_app
 from deepext.cli.grpo import grpo_app
+from deepext.cli.jobs import jobs_app
 from deepext.cli.models import models_app
 from deepext.config import get_settings
 
@@ -19,6 +20,7 @@ app.add_typer(projects_app, name="projects")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(grpo_app, name="grpo")
+app.add_typer(jobs_app, name="jobs")
 
 
 # ---- platform

@@ -1,12 +1,18 @@
-"""`deepext models ...`: base models (GGUF imports, hub ids, local folders) and tiny test models."""
+"""`deepext models ...`: base models (GGUF imports, hub ids, local folders), tiny test models, and the
+project's model versions (list, show, lineage, tag and stage)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from deepext.cli.common import actor, err, open_platform, out, reports_errors
+from deepext.cli.common import ProjectOption, actor, err, open_platform, out, print_json, reports_errors
+
+if TYPE_CHECKING:
+    from deepext.models.registry import BaseModelView
+    from deepext.models.versions import ModelVersionView
 
 models_app = typer.Typer(help="Base models and model versions.", no_args_is_help=True)
 
@@ -125,3 +131,145 @@ def models_list_base() -> None:
             (model.artifact_key or "-")[:8],
         )
     out.print(table)
+
+
+# ---- model versions
+@models_app.command("list")
+@reports_errors
+def models_list(
+    project: str = ProjectOption,
+    name: str | None = typer.Option(None, "--name", "-n", help="Only versions of this model."),
+    stage: str | None = typer.Option(None, "--stage", "-s", help="Only versions in this stage."),
+) -> None:
+    """List the project's model versions."""
+    from rich import box
+    from rich.table import Table
+
+    from deepext.models.versions import list_model_versions
+
+    versions = list_model_versions(open_platform(), project, name=name, stage=stage)
+    if not versions:
+        out.print(f"no model versions in {project} match", highlight=False)
+        return
+    columns = ("ref", "stage", "kind", "base model", "parent", "dataset", "tags", "requests", "tokens", "created")
+    rows = [
+        (
+            v.ref,
+            v.stage,
+            v.kind,
+            v.base_model,
+            v.parent or "-",
+            v.dataset_version or "-",
+            ",".join(v.tags) or "-",
+            str(v.usage_requests),
+            str(v.usage_tokens),
+            v.created_at[:19],
+        )
+        for v in versions
+    ]
+    if not out.is_terminal:  # piped: one tab-separated line per version (rich would expand the tabs)
+        for row in [columns, *rows]:
+            typer.echo("\t".join(row))
+        return
+    table = Table(*columns, box=box.SIMPLE_HEAD)
+    table.columns[0].no_wrap = True
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+@models_app.command("show")
+@reports_errors
+def models_show(
+    ref: str = typer.Argument(..., help="NAME@N, NAME (newest), NAME@STAGE or NAME@TAG."),
+    project: str = ProjectOption,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show one model version: lineage, training inputs, metrics and usage."""
+    from deepext.models.versions import get_model_version, lineage
+
+    platform = open_platform()
+    version = get_model_version(platform, project, ref)
+    chain = lineage(platform, project, version.ref)
+    if as_json:
+        print_json({**version.__dict__, "lineage": [_lineage_name(step) for step in chain]})
+        return
+    fields = {
+        "stage": version.stage,
+        "kind": version.kind,
+        "tags": ", ".join(version.tags) or "-",
+        "lineage": " -> ".join(_lineage_name(step) for step in chain),
+        "dataset": version.dataset_version or "-",
+        "job": version.job_id if version.job_id is not None else "-",
+        "config hash": version.config_hash or "-",
+        "code version": version.code_version or "-",
+        "artifact key": version.artifact_key,
+        "usage": f"{version.usage_requests:,} requests, {version.usage_tokens:,} tokens, "
+        f"last used {version.last_used_at[:19] if version.last_used_at else 'never'}",
+        "created": version.created_at[:19],
+    }
+    out.print(f"{project}/{version.ref}", highlight=False)
+    for label, value in fields.items():
+        out.print(f"  {label:<13} {value}", highlight=False, soft_wrap=True)
+    if version.metrics:
+        out.print("  metrics", highlight=False)
+        for metric, value in sorted(version.metrics.items()):
+            out.print(f"    {metric:<24} {value}", highlight=False, soft_wrap=True)
+
+
+@models_app.command("lineage")
+@reports_errors
+def models_lineage(
+    ref: str = typer.Argument(..., help="NAME@N, NAME (newest), NAME@STAGE or NAME@TAG."),
+    project: str = ProjectOption,
+) -> None:
+    """The chain from a version through the versions it was trained on, down to its base model."""
+    from deepext.models.registry import BaseModelView
+    from deepext.models.versions import lineage
+
+    for step in lineage(open_platform(), project, ref):
+        if isinstance(step, BaseModelView):
+            out.print(f"{step.name}  base model ({step.kind}, {step.source})", highlight=False, soft_wrap=True)
+            continue
+        trained = ", ".join(
+            part
+            for part in (
+                f"dataset {step.dataset_version}" if step.dataset_version else "",
+                f"job {step.job_id}" if step.job_id is not None else "",
+            )
+            if part
+        )
+        out.print(f"{step.ref}  {step.stage}  {step.kind}" + (f"  {trained}" if trained else ""), highlight=False)
+
+
+@models_app.command("tag")
+@reports_errors
+def models_tag(
+    ref: str = typer.Argument(..., help="NAME@N, NAME (newest), NAME@STAGE or NAME@TAG."),
+    project: str = ProjectOption,
+    add: list[str] = typer.Option([], "--add", help="Tag(s) to add."),
+    remove: list[str] = typer.Option([], "--remove", help="Tag(s) to remove."),
+    stage: str | None = typer.Option(None, "--stage", help="candidate, production or archived."),
+) -> None:
+    """Change a version's tags and/or stage (promoting to production archives the previous one)."""
+    from deepext.models.versions import get_model_version, list_model_versions, set_stage, tag
+
+    platform = open_platform()
+    version = get_model_version(platform, project, ref)
+    if add or remove:
+        version = tag(platform, project, version.ref, add=add, remove=remove, actor=actor())
+    archived: list[str] = []
+    if stage is not None:
+        before = list_model_versions(platform, project, name=version.name, stage="production")
+        version = set_stage(platform, project, version.ref, stage, actor=actor())
+        if stage == "production":
+            archived = [v.ref for v in before if v.id != version.id]
+    out.print(f"{project}/{version.ref}: stage {version.stage}, tags {', '.join(version.tags) or '-'}", highlight=False)
+    for other in archived:
+        out.print(f"{project}/{other}: archived (was production)", highlight=False)
+
+
+def _lineage_name(step: ModelVersionView | BaseModelView) -> str:
+    from deepext.models.versions import ModelVersionView
+
+    return step.ref if isinstance(step, ModelVersionView) else f"{step.name} (base)"

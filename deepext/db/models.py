@@ -190,6 +190,10 @@ class ModelVersion(Base):
     stage: Mapped[str] = mapped_column(String(16), default="candidate")
     tags: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Usage counters, incremented by the serving layer.
+    usage_requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    usage_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column()
 
 
 class Job(Base):
@@ -199,6 +203,8 @@ class Job(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))  # sft | grpo | eval | custom
+    name: Mapped[str] = mapped_column(String(128), default="")
+    submitted_by: Mapped[str] = mapped_column(String(64), default="")
     state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED)
     config: Mapped[dict[str, Any]] = mapped_column()
     resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -208,6 +214,8 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_retries: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the latest value of each metric
+    output_key: Mapped[str | None] = mapped_column(String(64))  # artifact tree of the job's outputs
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column()
     finished_at: Mapped[dt.datetime | None] = mapped_column()
@@ -224,6 +232,18 @@ class JobEvent(Base):
     from_state: Mapped[str | None] = mapped_column(String(16))
     to_state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class JobMetric(Base):
+    """Metrics a running job reported at one step."""
+
+    __tablename__ = "job_metrics"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    values: Mapped[dict[str, Any]] = mapped_column()
 
 
 class AuditEntry(Base):

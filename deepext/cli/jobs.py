@@ -1,0 +1,191 @@
+"""`deepext jobs ...`: submit, list, show, follow the logs of, cancel and retry training jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.progress import BarColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from deepext.cli.common import ProjectOption, actor, err, open_platform, out, print_json, reports_errors
+from deepext.errors import InvalidInput
+
+jobs_app = typer.Typer(help="Training jobs (SFT, GRPO, custom scripts) on Ray.", no_args_is_help=True)
+
+
+def _load_config(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"{path}: {exc}", field="config") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path}: expected a mapping of config fields", field="config")
+    return data
+
+
+@jobs_app.command("submit")
+@reports_errors
+def jobs_submit(
+    kind: str = typer.Argument(..., help="sft, grpo or custom."),
+    config: Path = typer.Option(None, "--config", "-c", help="The job's config (YAML)."),
+    script: Path = typer.Option(None, "--script", help="custom: the training script (.py) or its folder."),
+    project: str = ProjectOption,
+    name: str = typer.Option("", "--name", "-n", help="Name of the model version the job registers."),
+    priority: int = typer.Option(0, "--priority", help="Higher runs first."),
+    retries: int = typer.Option(0, "--retries", help="Automatic retries after a failure."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the end; exit 1 unless it succeeded (for CI)."),
+) -> None:
+    """Check and queue a job; with --wait, show its progress and fail when it fails."""
+    from deepext.train import submit_job
+
+    data = _load_config(config) if config else {}
+    if script is not None:
+        data["script"] = str(script)
+    platform = open_platform()
+    job = submit_job(
+        platform,
+        project=project,
+        kind=kind,
+        config=data,
+        name=name,
+        priority=priority,
+        max_retries=retries,
+        actor=actor(),
+    )
+    out.print(f"job {job.id} queued ({job.kind}, {job.name}, priority {job.priority})")
+    if wait:
+        _follow_until_done(platform, job.id)
+
+
+def _follow_until_done(platform: Any, job_id: int) -> None:
+    from deepext.train import get_job
+    from deepext.train.jobs import FINISHED
+
+    columns = ("[progress.description]{task.description}", BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(f"job {job_id}", total=None)
+        while True:
+            job = get_job(platform, job_id)
+            if job.state in FINISHED and not (job.state == "failed" and job.attempts <= job.max_retries):
+                break
+            step = job.metrics.get("step")
+            progress.update(task, description=f"job {job_id} {job.state}" + (f", step {step}" if step else ""))
+            time.sleep(1.0)
+    out.print(f"job {job_id} {job.state}" + (f": {job.error}" if job.error else ""))
+    if job.state != "succeeded":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("list")
+@reports_errors
+def jobs_list(
+    project: str = typer.Option(None, "--project", "-p", help="Only this project's jobs."),
+    state: list[str] = typer.Option([], "--state", "-s", help="Only jobs in these states."),
+) -> None:
+    """Jobs, newest first."""
+    from deepext.train import list_jobs
+
+    table = Table("id", "project", "kind", "name", "state", "priority", "attempts", "step", "created")
+    for job in list_jobs(open_platform(), project=project, states=state or None):
+        table.add_row(
+            str(job.id),
+            job.project,
+            job.kind,
+            job.name,
+            job.state,
+            str(job.priority),
+            str(job.attempts),
+            str(job.metrics.get("step", "")),
+            f"{job.created_at:%Y-%m-%d %H:%M:%S}",
+        )
+    out.print(table)
+
+
+@jobs_app.command("show")
+@reports_errors
+def jobs_show(job_id: int) -> None:
+    """A job's fields, events and latest metrics (JSON)."""
+    from deepext.train import get_job, job_events
+    from deepext.train.jobs import queue_position
+
+    platform = open_platform()
+    job = get_job(platform, job_id)
+    data = {**job.__dict__, "queue_position": queue_position(platform, job_id)}
+    data["events"] = [e.__dict__ for e in job_events(platform, job_id)]
+    print_json(data)
+
+
+@jobs_app.command("logs")
+@reports_errors
+def jobs_logs(
+    job_id: int,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
+) -> None:
+    """The job's output (its Ray job's logs)."""
+    from deepext.train import get_job
+    from deepext.train.ray_jobs import RayJobs
+
+    platform = open_platform()
+    job = get_job(platform, job_id)
+    while follow and job.ray_job_id is None and job.state == "queued":  # wait for the scheduler
+        time.sleep(1.0)
+        job = get_job(platform, job_id)
+    if job.ray_job_id is None:
+        err.print(f"job {job_id} is {job.state} and has no logs")
+        return
+    ray_jobs = RayJobs(platform.settings)
+    if not follow:
+        out.print(ray_jobs.logs(job.ray_job_id), end="", markup=False, highlight=False)
+        return
+
+    async def _tail() -> None:
+        async for lines in ray_jobs.tail(job.ray_job_id or ""):
+            out.print(lines, end="", markup=False, highlight=False)
+
+    asyncio.run(_tail())
+
+
+@jobs_app.command("cancel")
+@reports_errors
+def jobs_cancel(job_id: int) -> None:
+    """Cancel a queued job or stop a running one (its processes end within seconds)."""
+    from deepext.train import cancel_job
+
+    job = cancel_job(open_platform(), job_id, actor=actor())
+    out.print(f"job {job.id} {job.state}")
+
+
+@jobs_app.command("retry")
+@reports_errors
+def jobs_retry(job_id: int) -> None:
+    """Queue a failed or cancelled job again (a GRPO job resumes from its last checkpoint)."""
+    from deepext.train import retry
+
+    job = retry(open_platform(), job_id, actor=actor())
+    out.print(f"job {job.id} {job.state}")
+
+
+@jobs_app.command("scheduler")
+@reports_errors
+def jobs_scheduler(interval: float = typer.Option(1.0, "--interval", help="Seconds between passes.")) -> None:
+    """Run only the job scheduler against the configured Ray (what `deepext up` runs in the background)."""
+    import signal
+
+    from deepext.cluster import connect_ray
+    from deepext.train.ray_jobs import RayJobs
+    from deepext.train.scheduler import Scheduler
+
+    platform = open_platform()
+    connect_ray(platform.settings, log_to_driver=False)
+    scheduler = Scheduler(platform, RayJobs(platform.settings))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    out.print(f"scheduler running against {scheduler.ray_jobs.url} ({scheduler.limit} jobs per project)")
+    scheduler.run(stop, interval)

@@ -1,0 +1,83 @@
+"""How each job kind runs inside its entry point: GRPO, SFT and a user's own script.
+
+Every runner gets the job's context and fills in what to register (`ctx.saved_model`) and its final
+metrics; the entry point does the bookkeeping around it.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from deepext.train.context import JobContext, MetricsFollower, activate
+from deepext.train.specs import CUSTOM_ENTRY
+
+
+def run_grpo(ctx: JobContext, attempt: int) -> None:
+    from deepext.grpo import train
+
+    assert ctx.platform is not None and ctx.model_path is not None
+    config = {**ctx.config, "model": {**ctx.config["model"], "path": str(ctx.model_path)}}
+    config["output_dir"] = str(ctx.output_dir / "run")
+    run_id = f"job-{ctx.job_id}"
+    resume = attempt > 1 and any((ctx.output_dir / "run" / "ray" / run_id).glob("checkpoint_*"))
+    with MetricsFollower(ctx.output_dir / "run" / "metrics.jsonl", lambda step, row: ctx.report(step, **row)):
+        result = train(config, platform=ctx.platform, run_id=run_id, resume=resume)
+    ctx.saved_model, ctx.saved_adapter = result.model_dir, result.adapter_dir
+
+
+def run_sft(ctx: JobContext, attempt: int) -> None:
+    from deepext.train.sft import train_sft
+
+    assert ctx.platform is not None and ctx.model_path is not None
+    config = {**ctx.config, "model": {**ctx.config["model"], "path": str(ctx.model_path)}}
+    config["output_dir"] = str(ctx.output_dir / "run")
+    result = train_sft(
+        config, platform=ctx.platform, run_id=f"job-{ctx.job_id}-{attempt}", on_metrics=lambda s, m: ctx.report(s, **m)
+    )
+    ctx.saved_model, ctx.saved_adapter = result.model_dir, result.adapter_dir
+
+
+def run_custom(ctx: JobContext, attempt: int) -> None:
+    """Run the submitted script as `__main__` in this process, with the job's context active."""
+    assert ctx.platform is not None
+    code = ctx.output_dir / "code"
+    key, entry = ctx.job_config["script_key"], ctx.job_config[CUSTOM_ENTRY]
+    if ctx.job_config.get("script_is_dir"):
+        ctx.platform.artifacts.get_dir(key, code)
+    else:
+        code.mkdir(parents=True, exist_ok=True)
+        ctx.platform.artifacts.get_file(key, code / entry)
+    script = code / entry
+    argv, path = sys.argv, list(sys.path)
+    sys.argv = [str(script), *map(str, ctx.job_config.get("args", []))]
+    sys.path.insert(0, str(code))
+    activate(ctx)
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:  # a script that calls sys.exit(0) finished; anything else failed
+        if exc.code not in (0, None):
+            raise RuntimeError(f"{entry} exited with status {exc.code}") from exc
+    finally:
+        sys.argv, sys.path = argv, path
+        activate(None)
+
+
+RUNNERS: dict[str, Callable[[JobContext, int], None]] = {"grpo": run_grpo, "sft": run_sft, "custom": run_custom}
+
+
+def describe_failure(kind: str, config: dict[str, Any], exc: BaseException) -> str:
+    """One line a user can act on: which code raised what, and where in their script if it was theirs."""
+    import traceback
+
+    where = ""
+    if kind == "custom":
+        entry = str(config.get(CUSTOM_ENTRY, ""))
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).name == entry]
+        if frames:
+            where = f" at {entry} line {frames[-1].lineno}"
+        return f"custom script {entry} raised {type(exc).__name__}{where}: {exc}"
+    return f"{kind} job failed: {type(exc).__name__}: {exc}"
