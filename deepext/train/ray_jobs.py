@@ -7,6 +7,7 @@ node's dashboard), so the same code drives a laptop's local Ray and a remote clu
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +29,9 @@ class RayJobStatus:
 
 
 def submission_id(job_id: int, attempt: int) -> str:
-    """The Ray job id of one attempt of a deepext job, known before it is submitted."""
-    return f"deepext-job-{job_id}-{attempt}"
+    """The Ray job id of one attempt of a deepext job, chosen before it is submitted. The random part
+    keeps it unique on a cluster that several platforms (or a reset metadata store) submit to."""
+    return f"deepext-job-{job_id}-{attempt}-{uuid.uuid4().hex[:8]}"
 
 
 def jobs_api_url(settings: Settings) -> str:
@@ -62,7 +64,7 @@ class RayJobs:
         self.url = jobs_api_url(settings)
         self.client = JobSubmissionClient(self.url)
 
-    def submit(self, job_id: int, attempt: int, *, num_gpus: float = 0) -> str:
+    def submit(self, job_id: int, attempt: int, ray_job_id: str, *, num_gpus: float = 0) -> str:
         """Start `python -m deepext.train.entrypoint JOB_ID` on the cluster; returns the Ray job id.
 
         The entry point itself takes no CPU (its Ray Train workers and vLLM actors ask for their own);
@@ -72,7 +74,7 @@ class RayJobs:
         env["PYTHONUNBUFFERED"] = "1"
         return self.client.submit_job(
             entrypoint=f"{sys.executable} -m deepext.train.entrypoint {job_id}",
-            submission_id=submission_id(job_id, attempt),
+            submission_id=ray_job_id,
             runtime_env={"env_vars": env},
             metadata={"deepext_job": str(job_id), "attempt": str(attempt)},
             entrypoint_num_cpus=0,

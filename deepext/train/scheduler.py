@@ -181,7 +181,7 @@ class Scheduler:
         except Conflict:  # cancelled since we read the queue
             return False
         try:
-            self.ray_jobs.submit(job_id, view.attempts, num_gpus=view.resources.get("GPU", 0))
+            self.ray_jobs.submit(job_id, view.attempts, view.ray_job_id or "", num_gpus=view.resources.get("GPU", 0))
         except Exception as exc:
             if _transient(exc):  # e.g. a fresh cluster whose job agent is not up yet
                 transition(self.platform, job_id, JobState.QUEUED, f"Ray not ready, requeued: {exc}", update=_undo)

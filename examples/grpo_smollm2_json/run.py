@@ -78,8 +78,13 @@ def config(model_dir: Path, train_path: Path, eval_path: Path, output: Path, ste
         "optim": {"learning_rate": 3e-4, "grad_clip": 1.0},
         "algorithm": {"loss_agg": "token-mean", "clip_low": 0.2, "clip_high": 0.28},
         "schedule": {"steps": steps, "eval_every": max(steps // 3, 1), "eval_prompts": 25, "checkpoint_every": 0},
-        "resources": {"rollout_cpus": 1, "learner_cpus": 1, "micro_batch_size": 12, "max_model_len": 512,
-                      "threads_per_worker": 2},
+        "resources": {
+            "rollout_cpus": 1,
+            "learner_cpus": 1,
+            "micro_batch_size": 12,
+            "max_model_len": 512,
+            "threads_per_worker": 2,
+        },
         "output_dir": str(output),
     }
 

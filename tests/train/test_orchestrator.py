@@ -222,7 +222,10 @@ def test_a_script_that_raises_fails_the_job_naming_the_line_and_registers_nothin
     job = submit_job(job_platform, project="lab", kind="custom", config=config, name="broken", actor="t")
     done = wait_for_job(job_platform, job.id, timeout=120)
     assert done.state == "failed"
-    assert done.error == "custom script raises.py raised ValueError at raises.py line 7: the learning rate must be positive"
+    assert (
+        done.error
+        == "custom script raises.py raised ValueError at raises.py line 7: the learning rate must be positive"
+    )
     assert list_model_versions(job_platform, "lab") == []
     assert "ValueError" in RayJobs(job_platform.settings).logs(done.ray_job_id or "")
 
@@ -234,7 +237,10 @@ def test_a_killed_platform_process_restarts_and_every_job_ends_in_its_true_state
     log = tmp_path / "ran.log"
     pids = tmp_path / "pids"
     finishes = submit_job(
-        job_platform, project="lab", kind="custom", config=custom("record_and_sleep.py", log=str(log), seconds=6),
+        job_platform,
+        project="lab",
+        kind="custom",
+        config=custom("record_and_sleep.py", log=str(log), seconds=6),
         actor="t",
     )
     dies = submit_job(
@@ -301,7 +307,9 @@ def test_ci_submits_with_ray_job_submit_and_with_deepext_and_fails_when_the_job_
     )
     assert passing.returncode == 0, passing.stdout + passing.stderr
     assert "succeeded" in passing.stdout
-    failing = subprocess.run([*deepext, "--script", str(SCRIPTS / "raises.py")], env=env, capture_output=True, text=True)
+    failing = subprocess.run(
+        [*deepext, "--script", str(SCRIPTS / "raises.py")], env=env, capture_output=True, text=True
+    )
     assert failing.returncode == 1 and "raised ValueError" in failing.stdout
 
 
