@@ -44,6 +44,7 @@ def test_up_starts_prints_addresses_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert "deepext is up" in output, output
     assert f"sqlite:///{tmp_path / 'home' / 'deepext.db'}" in output
     assert "ray            local Ray at" in output
+    assert "job scheduler  Ray Jobs at http://" in output
     assert (tmp_path / "home" / "deepext.db").exists()
 
     stopped_at = time.monotonic()
