@@ -70,18 +70,26 @@ class LearnerBatch:
             prompt_len=self.prompt_len - drop_left,
         )
 
-    def sorted_by_length(self) -> LearnerBatch:
-        """The same rows, shortest first, so micro-batches group similar lengths and pad little."""
-        order = torch.argsort(self.attention_mask.sum(dim=1), stable=True)
+    def rows(self, index: torch.Tensor) -> LearnerBatch:
+        """The rows `index` names, in that order (padding as it is)."""
         return LearnerBatch(
-            input_ids=self.input_ids[order],
-            attention_mask=self.attention_mask[order],
-            position_ids=self.position_ids[order],
-            completion_mask=self.completion_mask[order],
-            rollout_logprobs=self.rollout_logprobs[order],
-            advantages=self.advantages[order],
+            input_ids=self.input_ids[index],
+            attention_mask=self.attention_mask[index],
+            position_ids=self.position_ids[index],
+            completion_mask=self.completion_mask[index],
+            rollout_logprobs=self.rollout_logprobs[index],
+            advantages=self.advantages[index],
             prompt_len=self.prompt_len,
         )
+
+    def sorted_by_length(self) -> LearnerBatch:
+        """The same rows, shortest first, so micro-batches group similar lengths and pad little."""
+        return self.rows(torch.argsort(self.attention_mask.sum(dim=1), stable=True))
+
+    def with_nonzero_advantage(self) -> LearnerBatch:
+        """The rows that can move the policy. Without a KL term, a row whose advantage is 0 (every
+        row of a group whose rewards are all equal) has exactly zero loss and gradient."""
+        return self.rows(torch.nonzero(self.advantages != 0).flatten())
 
     def shard(self, rank: int, world_size: int) -> LearnerBatch:
         """This learner's contiguous share of the rows."""

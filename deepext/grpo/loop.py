@@ -244,9 +244,11 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
             payload = batch
         batch = _broadcast(payload, world)
 
-        # learn
+        # learn: rows with zero advantage add nothing when there is no KL term, so they skip the
+        # forward/backward; the normalizers stay the whole batch's, so the update is the same.
         t = time.perf_counter()
-        sums = learner.learn(batch.shard(rank, world), num_tokens=batch.num_tokens, num_seqs=batch.size)
+        trained = batch.with_nonzero_advantage() if cfg.algorithm.kl_coef == 0 else batch
+        sums = learner.learn(trained.shard(rank, world), num_tokens=batch.num_tokens, num_seqs=batch.size)
         sums = _sum_over_learners(sums, world, device)
         timings["learn"] = time.perf_counter() - t
 
@@ -270,6 +272,7 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
             metrics["lr"] = learner.learning_rate
             metrics["policy_version"] = step + 1
             metrics["tokens_per_s"] = batch.num_tokens / timings["step"]
+            metrics["trained_rows_frac"] = trained.size / batch.size
             metrics.update({f"time/{name}": seconds for name, seconds in timings.items()})
             log.write(step + 1, metrics)
 
@@ -391,8 +394,10 @@ def _sum_over_learners(sums: dict[str, float], world: int, device: Any) -> dict[
     import torch
     import torch.distributed as dist
 
-    keys = sorted(sums)
-    values = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+    every: list[Any] = [None] * world  # a learner with no rows this step has no keys of its own
+    dist.all_gather_object(every, sorted(sums))
+    keys = sorted(set().union(*every))
+    values = torch.tensor([sums.get(k, 0.0) for k in keys], dtype=torch.float64)
     dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return dict(zip(keys, values.tolist(), strict=True))
 

@@ -49,6 +49,22 @@ def flat_gradients(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.requires_grad])
 
 
+@pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean", "seq-sum-norm"])
+def test_skipping_zero_advantage_rows_gives_the_same_gradient(tiny_model: Path, loss_agg: str) -> None:
+    batch = fixed_batch(rows=9)  # advantages -1, 0, 1, ...: a third of the rows are 0
+    kept = batch.with_nonzero_advantage()
+    assert kept.size == 6 and bool((kept.advantages != 0).all())
+    config = parse_config(learner_config(tiny_model, loss_agg=loss_agg, kl_coef=0.0))
+    gradients = []
+    for rows in (batch, kept):
+        learner = PolicyLearner(config, device=torch.device("cpu"), total_steps=1)
+        learner.learn(rows, num_tokens=batch.num_tokens, num_seqs=batch.size)
+        gradients.append(flat_gradients(learner.model))
+    full, skipped = gradients
+    assert full.abs().max().item() > 0
+    torch.testing.assert_close(skipped, full, rtol=1e-5, atol=1e-7 * full.abs().max().item())
+
+
 def learn_once(loop_config: dict[str, Any]) -> None:
     """A Ray Train worker: one update on its shard of the fixed batch; rank 0 saves the weights."""
     import ray.train
