@@ -7,6 +7,7 @@ import typer
 
 from deepext.cli.common import actor, open_platform, out, reports_errors
 from deepext.cli.datasets import datasets_app
+from deepext.cli.eval import eval_app
 from deepext.cli.grpo import grpo_app
 from deepext.cli.jobs import jobs_app
 from deepext.cli.models import models_app
@@ -21,6 +22,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(grpo_app, name="grpo")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(eval_app, name="eval")
 
 
 # ---- platform

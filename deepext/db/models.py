@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -260,3 +261,62 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class EvalSuite(Base):
+    """An immutable version of an evaluation suite: its checks and the exact dataset version it reads.
+
+    `spec` is the suite as pushed with its dataset reference pinned to `PROJECT/NAME@N`;
+    `content_hash` is the sha256 of that spec's canonical JSON.
+    """
+
+    __tablename__ = "eval_suites"
+    __table_args__ = (UniqueConstraint("project_id", "name", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    content_hash: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class EvalRun(Base):
+    """One evaluation of a suite version against a target (a model version, an endpoint, a provider)."""
+
+    __tablename__ = "eval_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    suite_id: Mapped[int] = mapped_column(ForeignKey("eval_suites.id", ondelete="CASCADE"), index=True)
+    target_kind: Mapped[str] = mapped_column(String(16))  # model_version | endpoint | provider
+    target: Mapped[str] = mapped_column(String(512))  # NAME@N for a model version, else a URL or provider name
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    state: Mapped[str] = mapped_column(String(16), default="running")  # running | succeeded | failed
+    aggregates: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    examples_count: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class EvalExample(Base):
+    """One dataset row of a run: what the model was asked, what it wrote, and each check's verdict.
+
+    `checks` maps a check name to {passed, score, reason, path}; `passed` is True when every
+    error and critical check passed.
+    """
+
+    __tablename__ = "eval_examples"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)  # the row's position in the suite's dataset
+    input: Mapped[dict[str, Any]] = mapped_column()
+    prompt: Mapped[str] = mapped_column(Text)
+    output: Mapped[str] = mapped_column(Text)
+    checks: Mapped[dict[str, Any]] = mapped_column()
+    passed: Mapped[bool] = mapped_column(Boolean)

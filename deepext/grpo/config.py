@@ -94,6 +94,9 @@ class ScheduleSettings(_Strict):
     epochs: float | None = Field(None, gt=0)
     eval_every: int = Field(0, ge=0, description="Steps between evaluations; 0 turns them off.")
     eval_prompts: int = Field(64, ge=1)
+    eval_suite: str | None = Field(
+        None, description="PROJECT/NAME[@N] of a stored eval suite whose checks also score the held-out answers."
+    )
     checkpoint_every: int = Field(0, ge=0, description="Steps between checkpoints; 0 keeps only the final one.")
     seed: int = 0
 

@@ -27,7 +27,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,7 @@ def train(
                 "workers": workers,
                 "prompts": ray.put(prompts),
                 "eval_prompts": ray.put(eval_prompts),
+                "eval_checks": suite_checks(cfg, platform),
                 "steps": steps,
                 "output": str(output),
                 "run_id": run_id,
@@ -182,6 +183,7 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
     import torch
     from transformers import AutoTokenizer
 
+    from deepext.eval.checks import build_check
     from deepext.grpo.learner import PolicyLearner
     from deepext.grpo.rewards import RewardSet, RewardSpec
     from deepext.grpo.weight_sync import publish_weights, rollout_state_dict, shared_memory_root, sync_weights
@@ -212,6 +214,7 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
         tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         reward_set = RewardSet([RewardSpec(r.name, r.weight, dict(r.params), r.alias) for r in cfg.rewards])
+        checks = [build_check(spec) for spec in loop_config.get("eval_checks", [])]
         log = MetricsLog(output)
         shm = shared_memory_root(loop_config["run_id"])
         held = ray.get([worker.ready.remote() for worker in workers])
@@ -230,7 +233,7 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
         if leader:
             # evaluate
             if cfg.schedule.eval_every and step % cfg.schedule.eval_every == 0:
-                metrics.update(evaluate(workers, eval_prompts or prompts, reward_set, cfg))
+                metrics.update(evaluate(workers, eval_prompts or prompts, reward_set, cfg, checks))
             # generate
             t = time.perf_counter()
             indices = step_prompt_indices(len(prompts), cfg.sampling.prompts_per_step, step, cfg.schedule.seed)
@@ -278,7 +281,7 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
 
     if leader:
         if cfg.schedule.eval_every:
-            log.write(steps, evaluate(workers, eval_prompts or prompts, reward_set, cfg))
+            log.write(steps, evaluate(workers, eval_prompts or prompts, reward_set, cfg, checks))
         final = output / FINAL_DIR
         shutil.rmtree(final, ignore_errors=True)
         learner.export(final, tokenizer)
@@ -348,8 +351,11 @@ def score_groups(
     return build_batch(sequences, pad_id), metrics
 
 
-def evaluate(workers: list[Any], prompts: PromptSet, reward_set: Any, cfg: GRPOConfig) -> dict[str, float]:
-    """Greedy answers on up to `eval_prompts` held-out prompts, scored by the training rewards."""
+def evaluate(
+    workers: list[Any], prompts: PromptSet, reward_set: Any, cfg: GRPOConfig, checks: Sequence[Any] = ()
+) -> dict[str, float]:
+    """Greedy answers on up to `eval_prompts` held-out prompts, scored by the training rewards and
+    by the checks of `schedule.eval_suite` (`eval/<check>_pass_rate`, `eval/<check>_score`)."""
     import ray
 
     count = min(len(prompts), cfg.schedule.eval_prompts)
@@ -364,7 +370,29 @@ def evaluate(workers: list[Any], prompts: PromptSet, reward_set: Any, cfg: GRPOC
     metrics = {"eval/reward_mean": statistics.fmean(totals)}
     for name, values in per_function.items():
         metrics[f"eval/{name}_mean"] = statistics.fmean(values)
+    for check in checks:
+        results = [check.evaluate(text, row) for text, row in zip(texts, prompts.rows[:count], strict=True)]
+        metrics[f"eval/{check.spec.name}_pass_rate"] = statistics.fmean(float(r.passed) for r in results)
+        metrics[f"eval/{check.spec.name}_score"] = statistics.fmean(r.score for r in results)
     return metrics
+
+
+def suite_checks(cfg: GRPOConfig, platform: Any) -> list[Any]:
+    """The check specs of `schedule.eval_suite`, read from the store before training starts."""
+    reference = cfg.schedule.eval_suite
+    if reference is None:
+        return []
+    if "/" not in reference:
+        raise InvalidInput(f"eval suite {reference!r}: expected PROJECT/NAME[@N]", field="schedule.eval_suite")
+    if platform is None:
+        from deepext.config import get_settings
+        from deepext.platform import Platform
+
+        platform = Platform.open(get_settings())
+    from deepext.eval.suite import get_suite
+
+    project, name = reference.split("/", 1)
+    return get_suite(platform, project, name).spec.check_specs()
 
 
 def learn_metrics(sums: dict[str, float], updates: int) -> dict[str, float]:

@@ -30,7 +30,7 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -49,20 +49,31 @@ __all__ = [
     "RewardFn",
     "RewardSet",
     "RewardSpec",
+    "SchemaViolation",
+    "as_number",
+    "compile_regex",
     "contains",
     "exact_match",
     "extract_json",
     "extract_last_number",
     "get_reward",
     "json_field_match",
+    "json_path",
     "json_schema",
+    "keyword_hits",
+    "keyword_score",
     "length_penalty",
+    "number_matches",
     "numeric_match",
+    "reference_number",
     "regex",
     "register_reward",
     "reward_names",
     "schema_validator",
+    "schema_violation",
+    "texts_equal",
     "valid_json",
+    "values_equal",
 ]
 
 
@@ -349,10 +360,13 @@ def extract_json(text: str, allow_fenced: bool = True) -> Any:
     """The JSON value in `text`; raises ValueError if there is none.
 
     Tries the whole text; then, when `allow_fenced`, the first fenced block tagged ```json (or untagged),
-    then the first `{...}` object that parses, ignoring any text around it.
+    then the first `{...}` object that parses, ignoring any text around it - or the first `[...]` array
+    when there is no object or the array holds it. JSON nested deeper than Python's recursion limit
+    (~1000 levels) counts as no JSON, and the search for an object in prose gives up after a few times
+    the text's length of failed parsing, so no output costs more than linear time here.
     """
     try:
-        return json.loads(text)
+        return _loads(text)
     except ValueError:
         if not allow_fenced:
             raise
@@ -360,17 +374,46 @@ def extract_json(text: str, allow_fenced: bool = True) -> Any:
         if match.group(1).lower() not in ("", "json"):
             continue  # a ```python block is not the answer
         try:
-            return json.loads(match.group(2))
+            return _loads(match.group(2))
         except ValueError:
             break  # only the first JSON block counts
-    decoder = json.JSONDecoder()
-    start = text.find("{")
-    while start != -1:
+    budget = [4 * len(text) + 65_536]  # characters failed attempts may read, shared by both searches
+    found = _first_in_prose(text, _OBJECT_START, budget)
+    array = _first_in_prose(text, _ARRAY_START, budget)
+    if array is not None and (found is None or array[1] < found[1] < array[2]):
+        found = array  # `[{...}, {...}]`: the array, not its first object
+    if found is None:
+        raise ValueError("no JSON value, ```json block, {...} object or [...] array found")
+    return found[0]
+
+
+_OBJECT_START = re.compile(r'\{\s*["}]')  # where a JSON object can start: `{"` or `{}`
+_ARRAY_START = re.compile(r'\[\s*[-\d"\[{\]tfn]')  # `[1`, `["`, `[[`, `[{`, `[]`, `[true`, ...
+_DECODER = json.JSONDecoder()
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+
+
+def _first_in_prose(text: str, starts: re.Pattern[str], budget: list[int]) -> tuple[Any, int, int] | None:
+    """(value, start, end) of the first JSON value decoding at a `starts` match, or None."""
+    for match in starts.finditer(text):
+        start = match.start()
         try:
-            return decoder.raw_decode(text, start)[0]
-        except ValueError:
-            start = text.find("{", start + 1)
-    raise ValueError("no JSON value, ```json block or {...} object found")
+            value, end = _DECODER.raw_decode(text, start)
+        except json.JSONDecodeError as exc:
+            budget[0] -= exc.pos - start + 1
+            if budget[0] < 0:
+                raise ValueError("no JSON found (gave up: too much text that almost parses)") from exc
+            continue
+        except RecursionError as exc:
+            raise ValueError("JSON nested too deeply") from exc
+        return value, start, end
+    return None
 
 
 def _parse_json(text: str, allow_fenced: bool = True) -> tuple[bool, Any]:
@@ -378,6 +421,48 @@ def _parse_json(text: str, allow_fenced: bool = True) -> tuple[bool, Any]:
         return True, extract_json(text, allow_fenced)
     except ValueError:
         return False, None
+
+
+def json_path(parts: Iterable[str | int]) -> str:
+    """A location in a JSON value as a path string: ("items", 2, "price") -> "$.items[2].price";
+    a key that is not an identifier is quoted: ("a b",) -> '$["a b"]'."""
+    out = ["$"]
+    for part in parts:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+        elif _IDENTIFIER.fullmatch(part):
+            out.append(f".{part}")
+        else:
+            out.append(f"[{json.dumps(part, ensure_ascii=False)}]")
+    return "".join(out)
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class SchemaViolation:
+    """Why a JSON value does not conform: where (a `json_path`) and jsonschema's message."""
+
+    path: str
+    message: str
+
+
+def schema_violation(value: Any, validator: Validator) -> SchemaViolation | None:
+    """None when `value` conforms to the validator's schema, else its most relevant error
+    (jsonschema's `best_match`). The `json_schema` reward and the `json_schema` eval check both
+    decide conformance here."""
+    from jsonschema.exceptions import best_match
+
+    try:
+        if validator.is_valid(value):
+            return None
+        error = best_match(validator.iter_errors(value))
+    except RecursionError:  # a recursive schema over JSON nested hundreds of levels deep
+        return SchemaViolation("$", "JSON nested too deeply to validate")
+    if error is None:  # is_valid and iter_errors disagree only for a broken custom validator
+        return SchemaViolation("$", "does not conform to the schema")
+    return SchemaViolation(json_path(error.absolute_path), error.message)
 
 
 def schema_validator(schema: dict[str, Any] | bool | str) -> Validator:
@@ -410,7 +495,26 @@ def _normalize(text: str, strip: bool, case_sensitive: bool) -> str:
     return text if case_sensitive else text.casefold()
 
 
-def _as_number(value: Any) -> float | None:
+def texts_equal(a: str, b: str, *, strip: bool = True, case_sensitive: bool = False) -> bool:
+    """`a == b` after stripping surrounding whitespace (when `strip`) and casefolding (unless
+    `case_sensitive`): the `exact_match` reward and check."""
+    return _normalize(a, strip, case_sensitive) == _normalize(b, strip, case_sensitive)
+
+
+def reference_number(raw: Any) -> float | None:
+    """A reference answer as a number: a finite number as is, else the last number in its text
+    ("... #### 1,234" -> 1234.0); None when it holds no number."""
+    return float(raw) if _is_number(raw) else extract_last_number(str(raw))
+
+
+def number_matches(text: str, reference: float, *, rel_tol: float, abs_tol: float) -> tuple[bool, float | None]:
+    """Whether the last number in `text` is `math.isclose` to `reference`, and that number (None when
+    `text` has none): the `numeric_match` reward and the `numeric` check."""
+    got = extract_last_number(text)
+    return got is not None and math.isclose(got, reference, rel_tol=rel_tol, abs_tol=abs_tol), got
+
+
+def as_number(value: Any) -> float | None:
     """A JSON/row value as a number: ints and floats, and strings that are one number; else None."""
     if isinstance(value, bool):
         return None
@@ -451,7 +555,7 @@ def exact_match(
     `strip` ignores leading/trailing whitespace; `case_sensitive=False` compares casefolded text.
     """
     return [
-        float(_normalize(c, strip, case_sensitive) == _normalize(str(r[reference_field]), strip, case_sensitive))
+        float(texts_equal(c, str(r[reference_field]), strip=strip, case_sensitive=case_sensitive))
         for c, r in zip(completions, rows, strict=True)
     ]
 
@@ -477,11 +581,10 @@ def numeric_match(
     scores = []
     for completion, row in zip(completions, rows, strict=True):
         raw = row[reference_field]
-        reference = float(raw) if _is_number(raw) else extract_last_number(str(raw))
+        reference = reference_number(raw)
         if reference is None:
             raise ValueError(f"reference {reference_field!r} holds no number: {raw!r}")
-        got = extract_last_number(completion)
-        scores.append(float(got is not None and math.isclose(got, reference, rel_tol=rel_tol, abs_tol=abs_tol)))
+        scores.append(float(number_matches(completion, reference, rel_tol=rel_tol, abs_tol=abs_tol)[0]))
     return scores
 
 
@@ -489,7 +592,8 @@ _REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.V
 
 
 @functools.lru_cache(maxsize=256)
-def _compile_regex(pattern: str, flags: str) -> re.Pattern[str]:
+def compile_regex(pattern: str, flags: str = "") -> re.Pattern[str]:
+    """`pattern` compiled with `flags` (letters of "imsxa"), cached; ValueError for a bad pattern or flag."""
     unknown = set(flags) - set(_REGEX_FLAGS)
     _require(not unknown, f"unknown regex flags {''.join(sorted(unknown))!r}; use any of 'imsxa'")
     bits = 0
@@ -518,7 +622,7 @@ def regex(
     """
     _require(isinstance(pattern, str), f"pattern must be a string, got {pattern!r}")
     _require(isinstance(flags, str), f"flags must be a string of 'imsxa' letters, got {flags!r}")
-    compiled = _compile_regex(pattern, flags)
+    compiled = compile_regex(pattern, flags)
     match = compiled.fullmatch if full else compiled.search
     return [float(match(c) is not None) for c in completions]
 
@@ -560,7 +664,7 @@ def json_schema(
                 raise ValueError(f"no schema param and no {schema_field!r} field in the row")
             validator = schema_validator(row_schema)
         ok, value = _parse_json(completion, allow_fenced)
-        scores.append(float(ok and validator.is_valid(value)))
+        scores.append(float(ok and schema_violation(value, validator) is None))
     return scores
 
 
@@ -570,11 +674,14 @@ def _bool_text(value: Any) -> str:
     return value.strip().casefold() if isinstance(value, str) else repr(value)
 
 
-def _values_equal(got: Any, reference: Any, numeric_tol: float | None, case_sensitive: bool) -> bool:
+def values_equal(got: Any, reference: Any, numeric_tol: float | None = None, case_sensitive: bool = False) -> bool:
+    """JSON values compared as `json_field_match` does: booleans only with booleans ("true" text
+    counts), numbers with numbers or numeric text (absolute `numeric_tol`, or `math.isclose`
+    defaults), text stripped and, unless `case_sensitive`, casefolded; anything else with ==."""
     if isinstance(got, bool) or isinstance(reference, bool):  # true == "true", never 1
         return _bool_text(got) == _bool_text(reference)
     if _is_number(got) or _is_number(reference):
-        a, b = _as_number(got), _as_number(reference)
+        a, b = as_number(got), as_number(reference)
         if a is None or b is None:
             return False
         return math.isclose(a, b, abs_tol=numeric_tol) if numeric_tol is not None else math.isclose(a, b)
@@ -611,7 +718,7 @@ def json_field_match(
         reference = row[reference_field]
         ok, value = _parse_json(completion, allow_fenced)
         matched = ok and isinstance(value, dict) and field in value
-        scores.append(float(matched and _values_equal(value[field], reference, numeric_tol, case_sensitive)))
+        scores.append(float(matched and values_equal(value[field], reference, numeric_tol, case_sensitive)))
     return scores
 
 
@@ -651,15 +758,28 @@ def contains(
         words = fixed + (_keyword_list(row[reference_field], f"row {reference_field!r}") if reference_field else [])
         if not words:
             raise ValueError("no keywords for this row")
-        text = completion if case_sensitive else completion.casefold()
-        hits = [(w if case_sensitive else w.casefold()) in text for w in words]
-        if mode == "all":
-            scores.append(float(all(hits)))
-        elif mode == "any":
-            scores.append(float(any(hits)))
-        else:
-            scores.append(sum(hits) / len(hits))
+        scores.append(keyword_score(keyword_hits(completion, words, case_sensitive=case_sensitive), mode))
     return scores
+
+
+def keyword_hits(text: str, keywords: Sequence[str], *, case_sensitive: bool = False) -> list[bool]:
+    """For each keyword, whether it appears in `text` as a substring (casefolded unless `case_sensitive`):
+    the `contains` reward and check."""
+    if not case_sensitive:
+        text = text.casefold()
+    return [(k if case_sensitive else k.casefold()) in text for k in keywords]
+
+
+def keyword_score(hits: Sequence[bool], mode: str) -> float:
+    """`keyword_hits` as one score: "all" -> 1.0 if every keyword appears; "any" -> 1.0 if one does;
+    "fraction" -> the share that appear. No keywords scores 0.0."""
+    if not hits:
+        return 0.0
+    if mode == "all":
+        return float(all(hits))
+    if mode == "any":
+        return float(any(hits))
+    return sum(hits) / len(hits)
 
 
 @register_reward("length_penalty")

@@ -30,10 +30,15 @@ REPORT_FILES = ("metrics.jsonl", "tensorboard", "config.yaml", "run_config.yaml"
 
 
 def model_reference(kind: str, config: dict[str, Any]) -> str | None:
+    """The model a training job starts from (an eval job names its target instead)."""
+    if kind == "eval":
+        return None
     return config.get("model") if kind == "custom" else config["model"]["path"]
 
 
 def dataset_reference(kind: str, config: dict[str, Any]) -> str | None:
+    if kind == "eval":
+        return None
     return config.get("dataset") if kind == "custom" else config.get("data", {}).get("dataset")
 
 

@@ -66,7 +66,31 @@ def run_custom(ctx: JobContext, attempt: int) -> None:
         activate(None)
 
 
-RUNNERS: dict[str, Callable[[JobContext, int], None]] = {"grpo": run_grpo, "sft": run_sft, "custom": run_custom}
+def run_eval(ctx: JobContext, attempt: int) -> None:
+    """Evaluate the job's target with its suite; the run's aggregates become the job's metrics."""
+    from deepext.eval.runner import Workers, evaluate
+
+    assert ctx.platform is not None and ctx.project is not None
+    spec = ctx.job_config
+    run = evaluate(
+        ctx.platform,
+        project=ctx.project,
+        suite=spec["suite"],
+        target=spec["target"],
+        target_kind=spec.get("target_kind", "model_version"),
+        workers=Workers(spec["workers"], spec["cpus_per_worker"], spec["gpus_per_worker"]),
+        job_id=ctx.job_id,
+        actor=f"job:{ctx.job_id}",
+    )
+    ctx.report(0, eval_run=run.id, score=run.score or 0.0, pass_rate=run.pass_rate or 0.0)
+
+
+RUNNERS: dict[str, Callable[[JobContext, int], None]] = {
+    "grpo": run_grpo,
+    "sft": run_sft,
+    "custom": run_custom,
+    "eval": run_eval,
+}
 
 
 def describe_failure(kind: str, config: dict[str, Any], exc: BaseException) -> str:

@@ -26,7 +26,7 @@ class CheckedJob:
 
 
 def check_job(platform: Platform, project: str, kind: str, config: dict[str, Any]) -> CheckedJob:
-    checks = {"grpo": _check_grpo, "sft": _check_sft, "custom": _check_custom}
+    checks = {"grpo": _check_grpo, "sft": _check_sft, "custom": _check_custom, "eval": _check_eval}
     if kind not in checks:
         raise InvalidInput(f"job kind {kind!r} cannot be submitted here; one of {', '.join(checks)}", field="kind")
     if not isinstance(config, dict):
@@ -127,3 +127,27 @@ def _check_custom(platform: Platform, project: str, config: dict[str, Any]) -> C
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"cpus/gpus must be numbers ({exc})", field="cpus") from exc
     return CheckedJob(checked, {"CPU": cpus, "GPU": gpus}, dataset_id)
+
+
+def _check_eval(platform: Platform, project: str, config: dict[str, Any]) -> CheckedJob:
+    """`suite` (NAME or NAME@N, pinned), `target` (a model version or base model), `target_kind`,
+    `workers`, `cpus_per_worker`, `gpus_per_worker`."""
+    from deepext.eval.runner import target_path
+    from deepext.eval.suite import get_suite
+
+    allowed = {"suite", "target", "target_kind", "workers", "cpus_per_worker", "gpus_per_worker"}
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise InvalidInput(f"eval job config: unknown field {unknown[0]!r}", field=unknown[0])
+    for name in ("suite", "target"):
+        if not isinstance(config.get(name), str) or not config[name]:
+            raise InvalidInput(f"eval job config: {name} is required", field=name)
+    try:
+        suite = get_suite(platform, project, config["suite"])
+        target_path(platform, project, config["target"], config.get("target_kind", "model_version"))
+    except (NotFound, InvalidInput) as exc:
+        raise InvalidInput(f"eval job: {exc}", field=getattr(exc, "field", None) or "target") from exc
+    workers = int(config.get("workers", 1))
+    cpus, gpus = float(config.get("cpus_per_worker", 1)), float(config.get("gpus_per_worker", 0))
+    pinned = {**config, "suite": suite.ref, "workers": workers, "cpus_per_worker": cpus, "gpus_per_worker": gpus}
+    return CheckedJob(pinned, {"CPU": workers * cpus, "GPU": workers * gpus}, None)

@@ -1,0 +1,1 @@
+"""Evaluation: suites of checks over a dataset version, run against model versions, compared and gated."""
