@@ -4,6 +4,8 @@ InvalidInput -> 422."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DeepextError(Exception):
     """Base of every error the platform reports to a user."""
@@ -38,3 +40,14 @@ class DatasetFormatError(InvalidInput):
         self.file = file
         self.row = row
         self.reason = reason
+
+
+def invalid_config(what: str, exc: Any) -> InvalidInput:
+    """A pydantic ValidationError as one InvalidInput listing every wrong field by its dotted path
+    (`sampling.group_size: ...`); `field` is the first of them."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "config"
+        problems.append(f"{where}: {error['msg']}")
+    first = ".".join(str(part) for part in exc.errors()[0]["loc"])
+    return InvalidInput(f"invalid {what}: " + "; ".join(problems), field=first or None)

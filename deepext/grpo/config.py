@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from deepext.errors import InvalidInput
+from deepext.errors import InvalidInput, invalid_config
 
 
 class _Strict(BaseModel):
@@ -157,12 +157,7 @@ def parse_config(data: dict[str, Any] | GRPOConfig) -> GRPOConfig:
     try:
         return GRPOConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "config"
-            problems.append(f"{where}: {error['msg']}")
-        first = exc.errors()[0]["loc"]
-        raise InvalidInput("invalid GRPO config: " + "; ".join(problems), field=".".join(map(str, first))) from exc
+        raise invalid_config("GRPO config", exc) from exc
 
 
 def load_config(path: Path | str) -> GRPOConfig:

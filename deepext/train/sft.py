@@ -34,16 +34,16 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from deepext.errors import Conflict, DatasetFormatError, InvalidInput
+from deepext.errors import Conflict, DatasetFormatError, InvalidInput, invalid_config
 from deepext.grpo.config import ModelSettings
 from deepext.grpo.data import read_rows
+from deepext.grpo.loop import RunResult
 from deepext.grpo.metrics import MetricsLog, read_metrics
 from deepext.train.context import MetricsFollower
 
@@ -126,9 +126,7 @@ def parse_sft_config(data: dict[str, Any] | SFTConfig) -> SFTConfig:
     try:
         return SFTConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()]
-        first = ".".join(map(str, exc.errors()[0]["loc"]))
-        raise InvalidInput("invalid SFT config: " + "; ".join(problems), field=first or None) from exc
+        raise invalid_config("SFT config", exc) from exc
 
 
 def load_sft_config(path: Path | str) -> SFTConfig:
@@ -234,15 +232,7 @@ def _example(row: Any, number: int, kind: RowFormat, data: SFTDataSettings, sour
 
 
 # ---------------------------------------------------------------- driver
-@dataclass(frozen=True)
-class SFTResult:
-    run_id: str
-    output_dir: Path
-    model_dir: Path
-    adapter_dir: Path | None
-    steps: int
-    metrics: list[dict[str, Any]]
-    seconds: float
+SFTResult = RunResult  # the same fields as a GRPO run's result: where the model and metrics are
 
 
 def train_sft(

@@ -16,7 +16,6 @@ from types import ModuleType
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from deepext.config import Settings
 from deepext.eval.runner import evaluate
@@ -24,6 +23,7 @@ from deepext.platform import Platform
 from deepext.train import submit_job, wait_for_job
 from deepext.train.ray_jobs import RayJobs
 from deepext.train.scheduler import Scheduler
+from tests.helpers import invoke_cli
 
 pytestmark = pytest.mark.slow
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "grpo_tiny_json" / "run.py"
@@ -92,6 +92,12 @@ def test_grpo_improves_the_tiny_model_and_the_gate_says_so_both_ways(
                 "severity": "warning",
                 "params": {"rule": "consistency", "field": "answer", "row_field": "answer", "op": "eq"},
             },
+            {  # a judge model on vLLM actors too; the raw tiny model cannot grade, so it only must not crash
+                "name": "judge",
+                "type": "llm_judge",
+                "severity": "info",
+                "params": {"rubric": "Is the color right?", "scale": "1-5", "pass_at": 4, "judge": "tiny-raw"},
+            },
         ],
     }
     suite_file = tmp_path / "suite.yaml"
@@ -125,18 +131,24 @@ def test_grpo_improves_the_tiny_model_and_the_gate_says_so_both_ways(
     candidate_run = next(r for r in list_runs(lab, "colors") if r.job_id == job.id)
     assert base_run.examples_count == candidate_run.examples_count == 24
     print(f"\nbase {base_run.aggregates}\ncandidate {candidate_run.aggregates}")
-    assert (candidate_run.score or 0) > (base_run.score or 0)
+    schema = [run.aggregates["checks"]["schema"]["pass_rate"] for run in (base_run, candidate_run)]
+    assert schema[1] > schema[0] and (candidate_run.score or 0) > (base_run.score or 0)
+    from deepext.eval.results import run_examples
 
-    from deepext.cli.main import app
+    judged = run_examples(lab, base_run.id)[0]
+    assert judged.input["__judgement__judge"] and judged.checks["judge"].reason  # the verdict text and its reading
 
-    monkeypatch.setenv("DEEPEXT_HOME", str(lab.settings.home))
-    monkeypatch.setenv("DEEPEXT_DATABASE_URL", lab.settings.database_url)
-    runner = CliRunner()
     gate = ["eval", "gate", "--project", "colors", "--max-drop", "0.01"]
-    better = runner.invoke(app, [*gate, "--baseline", str(base_run.id), "--candidate", str(candidate_run.id)])
-    assert better.exit_code == 0, better.output
-    worse = runner.invoke(app, [*gate, "--baseline", str(candidate_run.id), "--candidate", str(base_run.id)])
-    assert worse.exit_code == 1, worse.output
-    compared = runner.invoke(app, ["eval", "compare", "--project", "colors", str(base_run.id), str(candidate_run.id)])
-    assert compared.exit_code == 0 and "schema" in compared.output
+    code, output = invoke_cli(
+        lab, monkeypatch, *gate, "--baseline", str(base_run.id), "--candidate", str(candidate_run.id)
+    )
+    assert code == 0, output
+    code, output = invoke_cli(
+        lab, monkeypatch, *gate, "--baseline", str(candidate_run.id), "--candidate", str(base_run.id)
+    )
+    assert code == 1, output
+    code, output = invoke_cli(
+        lab, monkeypatch, "eval", "compare", "--project", "colors", str(base_run.id), str(candidate_run.id)
+    )
+    assert code == 0 and "schema" in output
     json.dumps(candidate_run.aggregates)  # stored aggregates are plain JSON

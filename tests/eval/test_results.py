@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from deepext.config import get_settings
 from deepext.errors import Conflict, InvalidInput, NotFound
 from deepext.eval.checks import CheckResult, CheckSpec
 from deepext.eval.compare import Comparison, MetricDelta, compare_runs, gate, parse_requirement
@@ -35,6 +33,7 @@ from deepext.eval.suite import SuiteView, push_suite
 from deepext.models.registry import register_base_model
 from deepext.models.versions import register_model_version
 from deepext.platform import Platform
+from tests.helpers import invoke_cli as _cli
 
 CHECKS = [
     {"name": "correct", "type": "exact_match", "params": {"reference_field": "answer"}, "weight": 2},
@@ -315,19 +314,6 @@ def test_requirements_hold_on_the_candidate() -> None:
 
 
 # ---- CLI
-def _cli(platform: Platform, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
-    from deepext.cli.main import app
-
-    monkeypatch.setenv("DEEPEXT_HOME", str(platform.settings.home))
-    monkeypatch.setenv("DEEPEXT_DATABASE_URL", platform.settings.database_url)
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(app, list(args))
-    finally:
-        get_settings.cache_clear()
-    return result.exit_code, result.output
-
-
 def test_cli_gate_exits_0_when_the_candidate_holds_and_1_when_it_regresses(
     platform: Platform, project: str, suite: SuiteView, monkeypatch: pytest.MonkeyPatch
 ) -> None:

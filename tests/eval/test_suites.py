@@ -12,15 +12,14 @@ from typing import Any
 import pytest
 import yaml
 from sqlalchemy import select
-from typer.testing import CliRunner
 
 from deepext import audit
-from deepext.config import get_settings
 from deepext.db.models import AuditEntry
 from deepext.errors import InvalidInput, NotFound
 from deepext.eval.checks import CHECK_TYPES
 from deepext.eval.suite import SuiteSpec, get_suite, list_suites, load_suite, parse_suite, push_suite
 from deepext.platform import Platform
+from tests.helpers import invoke_cli as _cli
 
 
 def suite_dict(**changes: Any) -> dict[str, Any]:
@@ -211,19 +210,6 @@ def test_a_dataset_that_does_not_exist_is_refused(platform: Platform, project: s
 
 
 # ---- CLI
-def _cli(platform: Platform, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
-    from deepext.cli.main import app
-
-    monkeypatch.setenv("DEEPEXT_HOME", str(platform.settings.home))
-    monkeypatch.setenv("DEEPEXT_DATABASE_URL", platform.settings.database_url)
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(app, list(args))
-    finally:
-        get_settings.cache_clear()
-    return result.exit_code, result.output
-
-
 def test_cli_pushes_lists_and_shows_suites(
     platform: Platform, project: str, dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

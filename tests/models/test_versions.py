@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from typer.testing import CliRunner
 
 import deepext
 from deepext import audit
-from deepext.config import get_settings
 from deepext.db.models import AuditEntry, Job, ModelVersion, PretrainedModel
 from deepext.errors import InvalidInput, NotFound
 from deepext.models.registry import BaseModelView, base_model_path, register_base_model
@@ -36,6 +34,7 @@ from deepext.models.versions import (
 )
 from deepext.platform import Platform
 from deepext.projects import create_project, get_project
+from tests.helpers import invoke_cli as _cli
 
 
 def _model_folder(path: Path, weights: bytes = b"weights") -> Path:
@@ -365,19 +364,6 @@ def test_resolve_model_source_refuses_what_is_no_model(
 
 
 # ---- CLI
-def _cli(platform: Platform, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
-    from deepext.cli.main import app
-
-    monkeypatch.setenv("DEEPEXT_HOME", str(platform.settings.home))
-    monkeypatch.setenv("DEEPEXT_DATABASE_URL", platform.settings.database_url)
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(app, list(args))
-    finally:
-        get_settings.cache_clear()
-    return result.exit_code, result.output
-
-
 def test_cli_lists_shows_traces_and_tags_versions(
     platform: Platform, project: str, base: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,6 +26,7 @@ from deepext.train import get_job, job_events, job_metrics, submit_job, wait_for
 from deepext.train.ray_jobs import RayJobs
 from deepext.train.scheduler import Scheduler
 from deepext.train.service import cancel_job
+from tests.helpers import invoke_cli
 
 pytestmark = pytest.mark.slow
 SCRIPTS = Path(__file__).with_name("scripts")
@@ -214,7 +215,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_script_that_raises_fails_the_job_naming_the_line_and_registers_nothing(
-    job_platform: Platform, scheduler: Scheduler, tiny_model: Path
+    job_platform: Platform, scheduler: Scheduler, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from deepext.models.versions import list_model_versions
 
@@ -228,6 +229,10 @@ def test_a_script_that_raises_fails_the_job_naming_the_line_and_registers_nothin
     )
     assert list_model_versions(job_platform, "lab") == []
     assert "ValueError" in RayJobs(job_platform.settings).logs(done.ray_job_id or "")
+    monkeypatch.setenv("DEEPEXT_RAY_JOBS_URL", job_platform.settings.ray_jobs_url or "")
+    for follow in ([], ["--follow"]):  # --follow ends when the job has ended
+        code, output = invoke_cli(job_platform, monkeypatch, "jobs", "logs", str(job.id), *follow)
+        assert code == 0 and "the learning rate must be positive" in output, output
 
 
 # ---------------------------------------------------------------- a killed platform
