@@ -43,11 +43,17 @@ def generate_with_vllm(
     threads: int | None = None,
     max_model_len: int = 2048,
 ) -> list[str]:
-    """One completion per prompt, in prompt order, from `workers` vLLM actors on the connected Ray."""
+    """One completion per prompt, in prompt order, from `workers` vLLM actors on the connected Ray.
+
+    `max_model_len` is capped at what the model supports; a prompt longer than that less
+    `max_new_tokens` keeps its end (where the question or the judge's instruction is)."""
     import ray
 
     from deepext.grpo.rollout import RolloutWorker, SamplingRequest, split_evenly
 
+    max_model_len = min(max_model_len, max_positions(model_path))
+    room = max(1, max_model_len - settings.max_new_tokens)
+    prompt_ids = [ids[-room:] for ids in prompt_ids]
     actor: Any = ray.remote(RolloutWorker).options(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)
     pool = [
         actor.remote(str(model_path), max_model_len=max_model_len, seed=settings.seed + i, threads=threads)
@@ -75,6 +81,14 @@ def generate_with_vllm(
         ray.get([w.shutdown.remote() for w in pool])
         for w in pool:
             ray.kill(w)
+
+
+def max_positions(model_path: Path | str) -> int:
+    """The longest sequence the model's config allows (a large default when it does not say)."""
+    import json
+
+    config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    return int(config.get("max_position_embeddings") or 1 << 20)
 
 
 def generate_with_transformers(

@@ -145,7 +145,12 @@ def _judge(
         prompts = [check.judge_prompt(output, row) for output, row in zip(outputs, rows, strict=True)]  # type: ignore[attr-defined]
         ids = render_prompts(AutoTokenizer.from_pretrained(judge), prompts)
         verdicts = generate_with_vllm(
-            judge, ids, GenerationSettings(max_new_tokens=64), workers=workers.count, cpus_per_worker=workers.cpus
+            judge,
+            ids,
+            GenerationSettings(max_new_tokens=64),
+            workers=workers.count,
+            cpus_per_worker=workers.cpus,
+            max_model_len=max(len(p) for p in ids) + 64,
         )
         for row, verdict in zip(rows, verdicts, strict=True):
             row[check.judgement_key] = verdict  # type: ignore[attr-defined]

@@ -131,8 +131,9 @@ def test_grpo_improves_the_tiny_model_and_the_gate_says_so_both_ways(
     candidate_run = next(r for r in list_runs(lab, "colors") if r.job_id == job.id)
     assert base_run.examples_count == candidate_run.examples_count == 24
     print(f"\nbase {base_run.aggregates}\ncandidate {candidate_run.aggregates}")
-    schema = [run.aggregates["checks"]["schema"]["pass_rate"] for run in (base_run, candidate_run)]
-    assert schema[1] > schema[0] and (candidate_run.score or 0) > (base_run.score or 0)
+    # Greedy answers are valid JSON already after the warm-up; GRPO taught some of the colors.
+    right = [run.aggregates["checks"]["right_color"]["pass_rate"] for run in (base_run, candidate_run)]
+    assert right[1] > right[0] and (candidate_run.score or 0) > (base_run.score or 0)
     from deepext.eval.results import run_examples
 
     judged = run_examples(lab, base_run.id)[0]
