@@ -6,7 +6,7 @@ import functools
 import getpass
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -73,3 +73,19 @@ def _print_json(data: Any) -> None:
 
 def print_json(data: Any) -> None:
     out.print_json(json.dumps(data, default=str, ensure_ascii=False))
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A table on a terminal; piped, one tab-separated line per row (rich would expand the tabs)."""
+    if not out.is_terminal:
+        for row in [columns, *rows]:
+            typer.echo("\t".join(row))
+        return
+    from rich import box
+    from rich.table import Table
+
+    table = Table(*columns, box=box.SIMPLE_HEAD)
+    table.columns[0].no_wrap = True
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)

@@ -3,13 +3,21 @@ and the CI gate (exit 0 when the candidate may replace the baseline, 1 when it m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from deepext.cli.common import ProjectOption, actor, err, open_platform, out, print_json, reports_errors
+from deepext.cli.common import (
+    ProjectOption,
+    actor,
+    err,
+    open_platform,
+    out,
+    print_json,
+    print_table,
+    reports_errors,
+)
 from deepext.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -25,22 +33,6 @@ RunArgument = typer.Argument(..., help="A run id, or a model version reference t
 SuiteForRefsOption = typer.Option(
     None, "--suite", "-s", help="With model version references: use the newest succeeded run of this suite."
 )
-
-
-def _table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """A table on a terminal; piped, one tab-separated line per row (rich would expand the tabs)."""
-    if not out.is_terminal:
-        for row in [columns, *rows]:
-            typer.echo("\t".join(row))
-        return
-    from rich import box
-    from rich.table import Table
-
-    table = Table(*columns, box=box.SIMPLE_HEAD)
-    table.columns[0].no_wrap = True
-    for row in rows:
-        table.add_row(*row)
-    out.print(table)
 
 
 def _rate(value: Any) -> str:
@@ -82,7 +74,7 @@ def suites_list(
         (s.ref, s.spec.dataset, str(len(s.spec.checks)), s.spec.description or "-", s.created_by, s.created_at[:19])
         for s in suites
     ]
-    _table(("suite", "dataset", "checks", "description", "by", "created"), rows)
+    print_table(("suite", "dataset", "checks", "description", "by", "created"), rows)
 
 
 @suites_app.command("show")
@@ -174,7 +166,7 @@ def eval_runs(
         )
         for r in runs
     ]
-    _table(("id", "suite", "target", "state", "score", "pass rate", "examples", "seconds", "created"), rows)
+    print_table(("id", "suite", "target", "state", "score", "pass rate", "examples", "seconds", "created"), rows)
 
 
 @eval_app.command("show")
@@ -208,7 +200,7 @@ def eval_show(
             )
             for name, c in checks.items()
         ]
-        _table(("check", "severity", "pass rate", "mean score", "failures", "count"), rows)
+        print_table(("check", "severity", "pass rate", "mean score", "failures", "count"), rows)
     for example in examples:
         verdict = "pass" if example.passed else "FAIL"
         out.print(f"\n#{example.index} {verdict}", highlight=False)
@@ -267,7 +259,7 @@ def _print_comparison(comparison: Comparison) -> None:
     out.print(f"baseline  run {a.id}: {a.suite} on {a.target}", highlight=False)
     out.print(f"candidate run {b.id}: {b.suite} on {b.target}", highlight=False)
     rows = [(m.name, _rate(m.baseline), _rate(m.candidate), f"{m.delta:+.4f}") for m in comparison.metrics]
-    _table(("metric", "baseline", "candidate", "delta"), rows)
+    print_table(("metric", "baseline", "candidate", "delta"), rows)
     out.print(
         f"{comparison.matched} examples matched; {len(comparison.regressions)} regressed, "
         f"{len(comparison.fixes)} fixed",

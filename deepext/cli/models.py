@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from deepext.cli.common import ProjectOption, actor, err, open_platform, out, print_json, reports_errors
+from deepext.cli.common import ProjectOption, actor, err, open_platform, out, print_json, print_table, reports_errors
 
 if TYPE_CHECKING:
     from deepext.models.registry import BaseModelView
@@ -142,8 +142,6 @@ def models_list(
     stage: str | None = typer.Option(None, "--stage", "-s", help="Only versions in this stage."),
 ) -> None:
     """List the project's model versions."""
-    from rich import box
-    from rich.table import Table
 
     from deepext.models.versions import list_model_versions
 
@@ -167,15 +165,7 @@ def models_list(
         )
         for v in versions
     ]
-    if not out.is_terminal:  # piped: one tab-separated line per version (rich would expand the tabs)
-        for row in [columns, *rows]:
-            typer.echo("\t".join(row))
-        return
-    table = Table(*columns, box=box.SIMPLE_HEAD)
-    table.columns[0].no_wrap = True
-    for row in rows:
-        table.add_row(*row)
-    out.print(table)
+    print_table(columns, rows)
 
 
 @models_app.command("show")
