@@ -85,8 +85,9 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-# ---------------------------------------------------------------- every kind to a model version
-def test_grpo_sft_and_custom_jobs_register_model_versions_with_lineage(
+# ---------------------------------------------------------------- to a model version
+# (a `grpo` job and an `eval` job run end to end in tests/eval/test_end_to_end.py)
+def test_sft_and_custom_jobs_register_model_versions_with_lineage(
     job_platform: Platform, scheduler: Scheduler, tiny_model: Path, tmp_path: Path
 ) -> None:
     from deepext.models.versions import get_model_version, lineage
@@ -97,15 +98,6 @@ def test_grpo_sft_and_custom_jobs_register_model_versions_with_lineage(
         encoding="utf-8",
     )
     job_platform.datasets.push("lab", "pairs", rows, labels=["train"], actor="test")
-    grpo = {
-        "name": "tiny-grpo",
-        "model": {"path": str(tiny_model)},
-        "data": {"dataset": "lab/pairs@train"},
-        "rewards": [{"name": "contains", "params": {"reference_field": "completion"}}],
-        "sampling": {"group_size": 4, "prompts_per_step": 4, "max_new_tokens": 8},
-        "schedule": {"steps": 2, "checkpoint_every": 0},
-        "resources": {"rollout_cpus": 0.5, "learner_cpus": 0.5, "micro_batch_size": 16, "max_model_len": 256},
-    }
     sft = {
         "name": "tiny-sft",
         "model": {"path": str(tiny_model)},
@@ -117,7 +109,6 @@ def test_grpo_sft_and_custom_jobs_register_model_versions_with_lineage(
     mine["dataset"] = "lab/pairs@1"
     submitted = time.monotonic()
     jobs = {
-        "grpo": submit_job(job_platform, project="lab", kind="grpo", config=grpo, actor="alice"),
         "sft": submit_job(job_platform, project="lab", kind="sft", config=sft, actor="alice"),
         "custom": submit_job(job_platform, project="other", kind="custom", config=mine, name="mine", actor="bob"),
     }
