@@ -9,24 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from deepext.cli.common import ProjectOption, actor, err, open_platform, out, print_json, reports_errors
-from deepext.errors import InvalidInput
 
 jobs_app = typer.Typer(help="Training jobs (SFT, GRPO, custom scripts) on Ray.", no_args_is_help=True)
 
 
 def _load_config(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"{path}: {exc}", field="config") from exc
-    if not isinstance(data, dict):
-        raise InvalidInput(f"{path}: expected a mapping of config fields", field="config")
-    return data
+    from deepext.grpo.config import load_config_file
+
+    return load_config_file(path, dict)  # each kind's own checks run at submit
 
 
 @jobs_app.command("submit")

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deepext.errors import InvalidInput, invalid_config
+
+T = TypeVar("T")
 
 
 class _Strict(BaseModel):
@@ -146,8 +149,7 @@ class GRPOConfig(_Strict):
         return self
 
     def digest(self) -> str:
-        """A stable hash of the config, recorded with the model it produces."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        return config_digest(self)
 
 
 def parse_config(data: dict[str, Any] | GRPOConfig) -> GRPOConfig:
@@ -161,6 +163,11 @@ def parse_config(data: dict[str, Any] | GRPOConfig) -> GRPOConfig:
 
 
 def load_config(path: Path | str) -> GRPOConfig:
+    return load_config_file(path, parse_config)
+
+
+def load_config_file(path: Path | str, parse: Callable[[dict[str, Any]], T]) -> T:
+    """A YAML config file through `parse`; errors name the file (and the field)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -169,6 +176,11 @@ def load_config(path: Path | str) -> GRPOConfig:
     if not isinstance(data, dict):
         raise InvalidInput(f"{path}: expected a mapping of config sections")
     try:
-        return parse_config(data)
+        return parse(data)
     except InvalidInput as exc:
         raise InvalidInput(f"{path}: {exc}", field=exc.field) from exc
+
+
+def config_digest(config: BaseModel) -> str:
+    """A stable hash of a config, recorded with the model it produces."""
+    return hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,7 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deepext.errors import Conflict, DatasetFormatError, InvalidInput, invalid_config
-from deepext.grpo.config import ModelSettings
+from deepext.grpo.config import ModelSettings, config_digest, load_config_file
 from deepext.grpo.data import read_rows
 from deepext.grpo.loop import RunResult
 from deepext.grpo.metrics import MetricsLog, read_metrics
@@ -115,8 +113,7 @@ class SFTConfig(_Strict):
     output_dir: str | None = Field(None, description="Where the run writes metrics and models; default under home.")
 
     def digest(self) -> str:
-        """A stable hash of the config, recorded with the model it produces."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        return config_digest(self)
 
 
 def parse_sft_config(data: dict[str, Any] | SFTConfig) -> SFTConfig:
@@ -130,17 +127,7 @@ def parse_sft_config(data: dict[str, Any] | SFTConfig) -> SFTConfig:
 
 
 def load_sft_config(path: Path | str) -> SFTConfig:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"{path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidInput(f"{path}: expected a mapping of config sections")
-    try:
-        return parse_sft_config(data)
-    except InvalidInput as exc:
-        raise InvalidInput(f"{path}: {exc}", field=exc.field) from exc
+    return load_config_file(path, parse_sft_config)
 
 
 # ---------------------------------------------------------------- rows -> TRL examples
