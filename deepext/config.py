@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     jobs_per_project: int = Field(2, ge=1, description="Jobs of one project that may run at once.")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=0, le=65535)
+    session_minutes: int = Field(60, ge=1, le=7 * 24 * 60, description="Lifetime of a login session token.")
+    api_max_upload_mb: int = Field(1024, ge=1, description="Largest dataset upload the API accepts.")
     air_gapped: bool = Field(False, description="Refuse every outbound call to external providers.")
 
     @field_validator("home", mode="after")

@@ -1,6 +1,6 @@
 """Domain errors. Each carries what the user needs to fix the problem; one handler per edge
-(CLI, HTTP) turns them into output: NotFound -> 404, Forbidden -> 403, Conflict -> 409,
-InvalidInput -> 422."""
+(CLI, HTTP) turns them into output: Unauthenticated -> 401, Forbidden -> 403, NotFound -> 404,
+Conflict -> 409, PayloadTooLarge -> 413, InvalidInput -> 422, RateLimited -> 429."""
 
 from __future__ import annotations
 
@@ -16,6 +16,20 @@ class NotFound(DeepextError):
 
 
 class Forbidden(DeepextError):
+    pass
+
+
+class Unauthenticated(DeepextError):
+    """No credentials, or credentials that are wrong, expired or revoked."""
+
+
+class RateLimited(DeepextError):
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PayloadTooLarge(DeepextError):
     pass
 
 

@@ -1,6 +1,5 @@
-"""`deepext up`: bring the platform up on its configured stores and Ray, and take it down on Ctrl-C.
-
-Later parts (the REST API on Ray Serve, the Gradio app) start from here too.
+"""`deepext up`: bring the platform up on its configured stores and Ray - the job scheduler and the
+REST API on Ray Serve - and take it down on Ctrl-C. (The Gradio app starts from here too, later.)
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from deepext.cluster import connect_ray
 from deepext.config import Settings, config_file_path
 from deepext.demo import seed_demo
 from deepext.platform import Platform
+from deepext.serve.ingress import start_api
 from deepext.train.ray_jobs import RayJobs
 from deepext.train.scheduler import Scheduler
 
@@ -25,6 +25,16 @@ def start_scheduler(platform: Platform, stop: threading.Event) -> Scheduler:
     scheduler = Scheduler(platform, RayJobs(platform.settings))
     threading.Thread(target=scheduler.run, args=(stop,), name="job-scheduler", daemon=True).start()
     return scheduler
+
+
+def has_admin(platform: Platform) -> bool:
+    from sqlalchemy import select
+
+    from deepext.db.models import CasbinRule
+
+    with platform.db.session() as session:
+        query = select(CasbinRule.id).where(CasbinRule.ptype == "g", CasbinRule.v1 == "role:admin").limit(1)
+        return session.scalar(query) is not None
 
 
 def run_platform(settings: Settings, console: Console) -> None:
@@ -56,12 +66,20 @@ def run_platform(settings: Settings, console: Console) -> None:
         console.print(f"ray dashboard  {ray_info.dashboard_url}")
     scheduler = start_scheduler(platform, stop)
     console.print(f"job scheduler  Ray Jobs at {scheduler.ray_jobs.url}, {scheduler.limit} running jobs per project")
+    with console.status("starting the REST API on Ray Serve"):
+        api_url = start_api(settings)
+    console.print(f"rest api       {api_url} (OpenAPI docs {api_url}/docs)")
+    if not has_admin(platform):
+        console.print("first admin    none yet: create one with `deepext users create-admin NAME`")
     console.print(f"deepext is up in {time.perf_counter() - started:.1f} s. Press Ctrl-C to stop.")
     try:
         while not stop.wait(1.0):
             pass
     finally:
         console.print("stopping ...")
+        from ray import serve
+
+        serve.shutdown()
         ray.shutdown()
         platform.close()
         console.print("deepext stopped.")

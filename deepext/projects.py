@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from deepext import audit
+from deepext import request as current_request
 from deepext.db.models import Project
 from deepext.errors import Conflict, InvalidInput, NotFound
 
@@ -36,7 +37,13 @@ def create_project(session: Session, *, name: str, description: str = "", actor:
 
 
 def get_project(session: Session, name: str) -> Project:
+    """The project `name`. Inside an API request, a project the caller may not read is "not found"
+    too - every domain lookup goes through here, so a reference to another project in a config or
+    suite cannot reach it."""
     project = session.scalar(select(Project).where(Project.name == name))
+    context = current_request.current()
+    if project is not None and context is not None and context.readable_project_ids is not None:
+        project = project if project.id in context.readable_project_ids else None
     if project is None:
         raise NotFound(f"project {name!r} not found; create it with `deepext projects create {name}`")
     return project

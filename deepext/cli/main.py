@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import typer
 
+from deepext.cli.audit import audit_app
 from deepext.cli.common import actor, open_platform, out, reports_errors
 from deepext.cli.datasets import datasets_app
 from deepext.cli.eval import eval_app
 from deepext.cli.grpo import grpo_app
 from deepext.cli.jobs import jobs_app
 from deepext.cli.models import models_app
+from deepext.cli.users import users_app
 from deepext.config import get_settings
 
 app = typer.Typer(help="deepext: fine-tune LLMs (SFT, LoRA, GRPO) on Ray.", no_args_is_help=True)
@@ -23,6 +25,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(grpo_app, name="grpo")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(eval_app, name="eval")
+app.add_typer(users_app, name="users")
+app.add_typer(audit_app, name="audit")
 
 
 # ---- platform

@@ -267,7 +267,7 @@ class DatasetStore:
         in_eval = np.zeros(parent.row_count, dtype=bool)
         in_eval[np.random.default_rng(seed).permutation(parent.row_count)[:eval_rows]] = True
         masks = {"train": ~in_eval, "eval": in_eval}
-        outcomes = []
+        outcomes: list[PushOutcome] = []
         for side, mask in masks.items():
             result = write_part(self.artifacts, self._masked(parent, mask), source=f"{parent.ref} ({side} split)")
             outcomes.append(
@@ -283,6 +283,13 @@ class DatasetStore:
                     source_format="parquet",
                     labels=[side],
                     actor=actor,
+                    audited=side == "eval",
+                    audit_detail={
+                        "from": parent.ref,
+                        "train": outcomes[0].version.version if outcomes else None,
+                        "eval_ratio": eval_ratio,
+                        "seed": seed,
+                    },
                 )
             )
         return outcomes[0], outcomes[1]
@@ -333,7 +340,11 @@ class DatasetStore:
         actor: str,
         description: str = "",
         base_stats: dict[str, Any] | None = None,
+        audited: bool = True,
+        audit_detail: dict[str, Any] | None = None,
     ) -> PushOutcome:
+        """Store the version (or return the one with this content); `audited=False` leaves the audit
+        row to the caller's last `_record` of the same operation (a split writes one row)."""
         part_dicts = [p.as_dict() for p in parts]
         content_hash = content_hash_of(part_dicts)
         stats = _merge_stats(base_stats, result.stats) if base_stats else result.stats
@@ -374,14 +385,16 @@ class DatasetStore:
                     )
                     session.add(row)
                     session.flush()
-                    audit.record(
-                        session,
-                        actor=actor,
-                        action=f"dataset.{derivation}",
-                        resource=f"dataset:{project}/{name}@{number}",
-                        project_id=dataset.project_id,
-                        detail={"rows": row.row_count, "content_hash": content_hash, "source": source_name},
-                    )
+                    if audited:
+                        audit.record(
+                            session,
+                            actor=actor,
+                            action=f"dataset.{derivation}",
+                            resource=f"dataset:{project}/{name}@{number}",
+                            project_id=dataset.project_id,
+                            detail=audit_detail
+                            or {"rows": row.row_count, "content_hash": content_hash, "source": source_name},
+                        )
                     return PushOutcome(self._view(session, row), created=True)
             except IntegrityError:
                 continue

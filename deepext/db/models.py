@@ -67,7 +67,6 @@ class User(Base):
     email: Mapped[str | None] = mapped_column(String(255))
     display_name: Mapped[str | None] = mapped_column(String(255))
     password_hash: Mapped[str | None] = mapped_column(String(255))
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -82,15 +81,71 @@ class Project(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
-class Membership(Base):
-    __tablename__ = "memberships"
-    __table_args__ = (UniqueConstraint("project_id", "user_id"),)
+class CasbinRule(Base):
+    """One Casbin policy line (`p, role:viewer, *, datasets, read` or `g, user:3, role:owner,
+    project:7`), in the layout of the Casbin SQLAlchemy adapter, which loads them."""
+
+    __tablename__ = "casbin_rule"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    role: Mapped[str] = mapped_column(String(32))
+    ptype: Mapped[str | None] = mapped_column(String(255))
+    v0: Mapped[str | None] = mapped_column(String(255))
+    v1: Mapped[str | None] = mapped_column(String(255))
+    v2: Mapped[str | None] = mapped_column(String(255))
+    v3: Mapped[str | None] = mapped_column(String(255))
+    v4: Mapped[str | None] = mapped_column(String(255))
+    v5: Mapped[str | None] = mapped_column(String(255))
+
+    def __str__(self) -> str:  # the adapter hands this text to Casbin's policy-line parser
+        values = (self.v0, self.v1, self.v2, self.v3, self.v4, self.v5)
+        return ", ".join([self.ptype or "", *(v for v in values if v is not None)])
+
+
+class PolicyVersion(Base):
+    """A counter bumped in every transaction that changes `casbin_rule`, so each API process knows
+    when to reload its enforcer."""
+
+    __tablename__ = "policy_version"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+class ApiToken(Base):
+    """A bearer token: a login session (`kind=session`, short-lived) or a personal API token.
+
+    Only the sha256 of the secret is stored. `project_ids` and `role` narrow what the token may do
+    below its user's own rights (None: no narrowing)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # session | personal
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    project_ids: Mapped[list[Any] | None] = mapped_column()
+    role: Mapped[str | None] = mapped_column(String(32))
+    expires_at: Mapped[dt.datetime] = mapped_column()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()
+    last_used_at: Mapped[dt.datetime | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class LoginFailure(Base):
+    """A failed login, counted per account and per client address to rate-limit guessing."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_username_at", "username", "at"),
+        Index("ix_login_failures_client_addr_at", "client_addr", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    username: Mapped[str] = mapped_column(String(64))
+    client_addr: Mapped[str] = mapped_column(String(64))
 
 
 class Dataset(Base):
@@ -248,17 +303,23 @@ class JobMetric(Base):
 
 
 class AuditEntry(Base):
-    """An action taken on the platform; `entry_hash` chains each row to the one before it."""
+    """An action taken on the platform, or a refused attempt; `entry_hash` chains each row to the
+    one before it. Append-only: database triggers refuse UPDATE and DELETE. `project_id` has no
+    foreign key on purpose: the log outlives what it records."""
 
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
-    actor: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(64), index=True)
     action: Mapped[str] = mapped_column(String(64))
     resource: Mapped[str] = mapped_column(String(255))
-    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
+    project_id: Mapped[int | None] = mapped_column(index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    token_id: Mapped[int | None] = mapped_column()
+    outcome: Mapped[str] = mapped_column(String(16), default="ok", server_default="ok")
+    client_addr: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
 

@@ -14,7 +14,8 @@ from deepext.db.models import Base
 CORE_TABLES = {
     "users",
     "projects",
-    "memberships",
+    "casbin_rule",
+    "api_tokens",
     "datasets",
     "dataset_versions",
     "dataset_version_labels",

@@ -1,0 +1,144 @@
+"""The REST API: a FastAPI app under /api/v1, served by Ray Serve (`deepext.serve.ingress`) or, for
+comparison and tests, by any ASGI server. `create_app(platform)` builds it; nothing runs at import.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import anyio
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from deepext import audit
+from deepext import request as current_request
+from deepext.auth import rbac
+from deepext.platform import Platform
+from deepext.serve.deps import RequestInfo
+from deepext.serve.errors import ERROR_RESPONSES, install_error_handlers
+
+API_PREFIX = "/api/v1"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+_OUTCOME_BY_STATUS = {401: "unauthenticated", 403: "denied", 404: "not_found", 409: "conflict", 429: "rate_limited"}
+
+
+def outcome_of(status: int, info: RequestInfo) -> str:
+    if info.outcome:
+        return info.outcome
+    if status < 400:
+        return "ok"
+    if status >= 500:
+        return "error"
+    return _OUTCOME_BY_STATUS.get(status, "invalid")
+
+
+class RequestAuditMiddleware:
+    """Gives every request an id (echoed in `X-Request-ID`) and makes sure every state-changing
+    request and every refused one leaves exactly one audit row.
+
+    Domain functions write the row of a successful change in its own transaction, stamped with this
+    request (`deepext.request`). When a request ends without a row - it failed, or was refused -
+    this writes one with the outcome, before the response leaves.
+    """
+
+    def __init__(self, app: ASGIApp, platform: Platform) -> None:
+        self.app = app
+        self.platform = platform
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        client = scope.get("client")
+        info = RequestInfo(request_id=request_id, client_addr=client[0] if client else "unknown")
+        scope["deepext"] = info
+        context = current_request.RequestContext(request_id, client_addr=info.client_addr)
+        written = False
+
+        async def finish(status: int) -> None:
+            nonlocal written
+            if not written and self._needs_row(scope["method"], info, context):
+                await anyio.to_thread.run_sync(self._write_row, scope, status, info)
+            written = True
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await finish(message["status"])
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        with current_request.bind(context):
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                await finish(500)
+                raise
+
+    @staticmethod
+    def _needs_row(method: str, info: RequestInfo, context: current_request.RequestContext) -> bool:
+        return context.audit_rows == 0 and (method in _MUTATING or info.outcome is not None)
+
+    def _write_row(self, scope: Scope, status: int, info: RequestInfo) -> None:
+        principal = info.principal
+        with self.platform.db.session() as session:
+            audit.record(
+                session,
+                actor=principal.username if principal else "anonymous",
+                action=info.action or "request",
+                resource=f"{scope['method']} {scope['path']}"[:255],
+                project_id=info.project_id,
+                detail={"status": status, **info.extra},
+                outcome=outcome_of(status, info),
+            )
+
+
+def create_app(platform: Platform) -> FastAPI:
+    """The API over one platform; syncs the role permissions from policy.csv into the store."""
+    from deepext.serve.routes import ROUTERS
+
+    with platform.db.session() as session:
+        rbac.sync_role_permissions(session)
+    app = FastAPI(
+        title="deepext",
+        version="1",
+        summary="Datasets, training, evaluation and models of a self-hosted LLM fine-tuning platform.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        responses=ERROR_RESPONSES,
+    )
+    app.state.platform = platform
+    app.state.authorizer = rbac.Authorizer(platform.db)
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router, prefix=API_PREFIX)
+    app.add_middleware(RequestAuditMiddleware, platform=platform)
+    return app
+
+
+def route_table(app: FastAPI) -> list[dict[str, Any]]:
+    """Every API route with the (resource, action) it declares, or None for a public one."""
+    from fastapi.routing import APIRoute
+
+    from deepext.serve.deps import Require
+
+    table = []
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        declared = [dep.call for dep in route.dependant.dependencies if isinstance(dep.call, Require)]
+        for method in sorted(route.methods):
+            table.append(
+                {
+                    "method": method,
+                    "path": route.path,
+                    "resource": declared[0].resource if declared else None,
+                    "action": declared[0].action if declared else None,
+                }
+            )
+    return table

@@ -1,0 +1,151 @@
+"""What every route depends on: the platform, and `allow(resource, action)` - the one enforcement
+point. Each route declares what it does with `allow(...)`; a route without it is public only if it
+is listed in `PUBLIC_ROUTES` (a test fails on any other).
+
+Enforcement, in order: a valid bearer token (401 otherwise); for routes under
+`/projects/{project}`, the project must exist and the caller be in it (an admin is in every
+project) and the token's scope must include it - otherwise 404, exactly as for a project that does
+not exist; then Casbin must allow the caller's roles, and the token's role cap if it has one, to do
+`action` on `resource` there (403 otherwise). Deny by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from deepext import request as current_request
+from deepext.auth import rbac
+from deepext.auth.tokens import Principal, authenticate
+from deepext.db.models import Project
+from deepext.errors import Forbidden, NotFound, Unauthenticated
+from deepext.platform import Platform
+
+PUBLIC_ROUTES = {("POST", "/api/v1/auth/login"), ("GET", "/api/v1/health")}
+_SCOPED_TOKEN_SYSTEM_RIGHTS = {("self", "read"), ("projects", "read"), ("base_models", "read")}
+_bearer = HTTPBearer(auto_error=False, description="A session token from /auth/login or a personal API token.")
+
+
+@dataclass
+class RequestInfo:
+    """Per-request facts the audit middleware needs after the route ran (set by `Require`)."""
+
+    request_id: str
+    client_addr: str
+    principal: Principal | None = None
+    project_id: int | None = None
+    action: str | None = None  # "resource.action" the route declared
+    outcome: str | None = None  # set when access was refused
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProjectRef:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a route may act as: the caller and, under /projects/{project}, the project."""
+
+    principal: Principal
+    project: ProjectRef | None
+
+    @property
+    def actor(self) -> str:
+        return self.principal.username
+
+    @property
+    def project_name(self) -> str:
+        if self.project is None:  # pragma: no cover - only project routes ask
+            raise RuntimeError("not a project route")
+        return self.project.name
+
+
+def platform_of(request: Request) -> Platform:
+    return request.app.state.platform  # type: ignore[no-any-return]
+
+
+def info_of(request: Request) -> RequestInfo:
+    return request.scope["deepext"]  # type: ignore[no-any-return]
+
+
+PlatformDep = Annotated[Platform, Depends(platform_of)]
+
+
+class Require:
+    """The dependency `allow()` builds; its `resource` and `action` are what the route declares."""
+
+    def __init__(self, resource: str, action: str) -> None:
+        self.resource = resource
+        self.action = action
+
+    def __call__(
+        self, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Access:
+        info = info_of(request)
+        info.action = f"{self.resource}.{self.action}"
+        platform = platform_of(request)
+        authorizer: rbac.Authorizer = request.app.state.authorizer
+        if credentials is None:
+            info.outcome = "unauthenticated"
+            raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
+        project_name = request.path_params.get("project")
+        with platform.db.session() as session:
+            try:
+                principal = authenticate(session, credentials.credentials)
+            except Unauthenticated:
+                info.outcome = "unauthenticated"
+                raise
+            info.principal = principal
+            readable = _readable_projects(session, principal)
+            context = current_request.current()
+            if context is not None:
+                context.token_id = principal.token_id
+                context.readable_project_ids = readable
+            authorizer.refresh(session)
+            project = None
+            if project_name is not None:
+                row = session.scalar(select(Project).where(Project.name == project_name))
+                if row is None or (readable is not None and row.id not in readable):
+                    if row is not None:
+                        info.project_id, info.outcome = row.id, "denied"
+                    raise NotFound(f"project {project_name!r} not found")
+                project = ProjectRef(row.id, row.name)
+                info.project_id = row.id
+        if not self._allowed(authorizer, principal, project):
+            info.outcome = "denied"
+            where = f"in project {project.name!r}" if project else "on this platform"
+            who = f"a token limited to role {principal.role!r}" if principal.role else f"user {principal.username!r}"
+            raise Forbidden(f"{who} may not {self.action} {self.resource} {where}")
+        return Access(principal, project)
+
+    def _allowed(self, authorizer: rbac.Authorizer, principal: Principal, project: ProjectRef | None) -> bool:
+        if project is None:
+            scoped = principal.project_ids is not None or principal.role is not None
+            if scoped and (self.resource, self.action) not in _SCOPED_TOKEN_SYSTEM_RIGHTS:
+                return False  # a scoped token acts only inside its projects (and cannot mint tokens)
+            return authorizer.allowed(principal.subject, rbac.SYSTEM, self.resource, self.action)
+        domain = rbac.project_domain(project.id)
+        if not authorizer.allowed(principal.subject, domain, self.resource, self.action):
+            return False
+        return principal.role is None or authorizer.role_allows(principal.role, domain, self.resource, self.action)
+
+
+def _readable_projects(session: Session, principal: Principal) -> frozenset[int] | None:
+    """Ids of the projects the caller may see, or None for all (an admin's unscoped token)."""
+    if principal.is_admin:
+        return principal.project_ids
+    mine = frozenset(rbac.user_projects(session, principal.user_id))
+    return mine if principal.project_ids is None else mine & principal.project_ids
+
+
+def allow(resource: str, action: str) -> Any:
+    """Declare and enforce what a route does: `access: Annotated[Access, allow("jobs", "create")]`."""
+    return Depends(Require(resource, action))

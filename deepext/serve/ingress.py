@@ -1,0 +1,50 @@
+"""The REST API as a Ray Serve application: a FastAPI ingress deployment whose replicas each open
+the platform's stores. `start_api` runs it on the connected Ray; `build_app` is the builder a Serve
+config file names (`import_path: deepext.serve.ingress:build_app`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from deepext.config import Settings
+
+APP_NAME = "deepext-api"
+
+
+@serve.deployment(name="api", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
+@serve.ingress()
+class ApiIngress:
+    """One API replica. It holds no CPU reservation, so training jobs keep the cluster's CPUs."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from deepext.platform import Platform
+
+        self.platform = Platform.open(Settings(**settings), migrate=False)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        from deepext.serve.app import create_app
+
+        return create_app(self.platform)
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """`args` are platform settings (`database_url`, `home`, ...) plus `replicas` (default 1)."""
+    settings = dict(args)
+    replicas = int(settings.pop("replicas", 1))
+    resolved = Settings(**settings).model_dump(mode="json")
+    return ApiIngress.options(num_replicas=replicas).bind(resolved)
+
+
+def start_api(settings: Settings, *, replicas: int = 1) -> str:
+    """Run the API on the connected Ray (schema already migrated); returns its base URL."""
+    serve.start(http_options={"host": settings.api_host, "port": settings.api_port})
+    app = build_app({**settings.model_dump(mode="json"), "replicas": replicas})
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    return f"http://{settings.api_host}:{settings.api_port}/api/v1"
+
+
+def stop_api() -> None:
+    serve.delete(APP_NAME)
