@@ -110,7 +110,7 @@ class AuditFilter:
     since: dt.datetime | None = None
     until: dt.datetime | None = None
 
-    def query(self) -> Select[tuple[AuditEntry]]:
+    def query(self) -> Select[AuditEntry]:
         query = select(AuditEntry)
         if self.actor:
             query = query.where(AuditEntry.actor == self.actor)
@@ -127,7 +127,9 @@ class AuditFilter:
         return query
 
 
-def list_entries(session: Session, where: AuditFilter, *, limit: int = 100, before_id: int | None = None) -> list[AuditEntry]:
+def list_entries(
+    session: Session, where: AuditFilter, *, limit: int = 100, before_id: int | None = None
+) -> list[AuditEntry]:
     """The newest matching rows first; page with `before_id` (the smallest id of the last page)."""
     query = where.query()
     if before_id is not None:

@@ -15,15 +15,22 @@ from deepext.db.models import ApiToken, User
 from deepext.errors import RateLimited, Unauthenticated
 
 
-def login(db: Database, *, username: str, password: str, client_addr: str, lifetime: dt.timedelta) -> tuple[ApiToken, str, User]:
+def login(
+    db: Database, *, username: str, password: str, client_addr: str, lifetime: dt.timedelta
+) -> tuple[ApiToken, str, User]:
     """A session token for the account, or Unauthenticated / RateLimited (audited either way)."""
     try:
         with db.session() as session:
             ratelimit.check_login_allowed(session, username, client_addr)
     except RateLimited:
         with db.session() as session:
-            audit.record(session, actor=username[:64], action="auth.login", resource=f"user:{username[:48]}",
-                         outcome="rate_limited")
+            audit.record(
+                session,
+                actor=username[:64],
+                action="auth.login",
+                resource=f"user:{username[:48]}",
+                outcome="rate_limited",
+            )
         raise
     with db.session() as session:
         user = session.scalar(select(User).where(User.username == username))
@@ -32,11 +39,21 @@ def login(db: Database, *, username: str, password: str, client_addr: str, lifet
             user.password_hash = upgraded_hash(user.password_hash, password) or user.password_hash
             ratelimit.clear_failures(session, username)
             token, secret = issue_token(session, user, kind="session", name="login", lifetime=lifetime)
-            audit.record(session, actor=user.username, action="auth.login", resource=f"user:{user.username}",
-                         detail={"token_id": token.id})
+            audit.record(
+                session,
+                actor=user.username,
+                action="auth.login",
+                resource=f"user:{user.username}",
+                detail={"token_id": token.id},
+            )
             return token, secret, user
     with db.session() as session:
         ratelimit.record_failure(session, username, client_addr)
-        audit.record(session, actor=username[:64], action="auth.login", resource=f"user:{username[:48]}",
-                     outcome="unauthenticated")
+        audit.record(
+            session,
+            actor=username[:64],
+            action="auth.login",
+            resource=f"user:{username[:48]}",
+            outcome="unauthenticated",
+        )
     raise Unauthenticated("wrong username or password")

@@ -25,8 +25,9 @@ def check_login_allowed(session: Session, username: str, client_addr: str) -> No
             f"too many failed logins for {username!r}; try again later", retry_after=int(WINDOW.total_seconds())
         )
     if (session.scalar(recent.where(LoginFailure.client_addr == client_addr)) or 0) >= MAX_PER_ADDRESS:
-        raise RateLimited("too many failed logins from this address; try again later",
-                          retry_after=int(WINDOW.total_seconds()))
+        raise RateLimited(
+            "too many failed logins from this address; try again later", retry_after=int(WINDOW.total_seconds())
+        )
 
 
 def record_failure(session: Session, username: str, client_addr: str) -> None:

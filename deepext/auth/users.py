@@ -43,9 +43,7 @@ def create_user(
     rbac.grant_system_role(session, user.id, "user")
     if admin:
         rbac.grant_system_role(session, user.id, "admin")
-    audit.record(
-        session, actor=actor, action="user.create", resource=f"user:{username}", detail={"admin": admin}
-    )
+    audit.record(session, actor=actor, action="user.create", resource=f"user:{username}", detail={"admin": admin})
     return user
 
 

@@ -18,16 +18,22 @@ from deepext.db.models import AuditEntry
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 
 
-def _filter(actor: str | None, action: str | None, project: str | None, outcome: str | None,
-            since: dt.datetime | None) -> audit.AuditFilter:
+def _filter(
+    actor: str | None, action: str | None, project: str | None, outcome: str | None, since: dt.datetime | None
+) -> audit.AuditFilter:
     project_id = None
     if project is not None:
         from deepext.projects import get_project
 
         with open_platform().db.session() as session:
             project_id = get_project(session, project).id
-    return audit.AuditFilter(actor=actor, action=action, project_id=project_id, outcome=outcome,
-                             since=since.replace(tzinfo=dt.UTC) if since and not since.tzinfo else since)
+    return audit.AuditFilter(
+        actor=actor,
+        action=action,
+        project_id=project_id,
+        outcome=outcome,
+        since=since.replace(tzinfo=dt.UTC) if since and not since.tzinfo else since,
+    )
 
 
 @audit_app.command("verify")
@@ -58,8 +64,15 @@ def list_(
     where = _filter(actor, action, project, outcome, since)
     with open_platform().db.session() as session:
         rows = [
-            [str(e.id), e.at.strftime("%Y-%m-%d %H:%M:%S"), e.actor, e.action, e.resource, e.outcome,
-             e.client_addr or ""]
+            [
+                str(e.id),
+                e.at.strftime("%Y-%m-%d %H:%M:%S"),
+                e.actor,
+                e.action,
+                e.resource,
+                e.outcome,
+                e.client_addr or "",
+            ]
             for e in audit.list_entries(session, where, limit=limit)
         ]
     print_table(["id", "at (UTC)", "actor", "action", "resource", "outcome", "client"], rows)

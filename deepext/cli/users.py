@@ -10,8 +10,9 @@ import typer
 from deepext.cli.common import actor, open_platform, out, print_table, reports_errors
 from deepext.errors import InvalidInput
 
-users_app = typer.Typer(help="User accounts (on the metadata store; the API has the same under /users).",
-                        no_args_is_help=True)
+users_app = typer.Typer(
+    help="User accounts (on the metadata store; the API has the same under /users).", no_args_is_help=True
+)
 
 
 def _read_password(from_stdin: bool) -> str:

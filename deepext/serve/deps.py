@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from deepext import request as current_request
 from deepext.auth import rbac
 from deepext.auth.tokens import Principal, authenticate
-from deepext.db.models import Project
+from deepext.db.models import Project, User
 from deepext.errors import Forbidden, NotFound, Unauthenticated
 from deepext.platform import Platform
 
@@ -63,20 +63,43 @@ class Access:
 
     @property
     def project_name(self) -> str:
+        return self._project().name
+
+    @property
+    def project_id(self) -> int:
+        return self._project().id
+
+    def _project(self) -> ProjectRef:
         if self.project is None:  # pragma: no cover - only project routes ask
             raise RuntimeError("not a project route")
-        return self.project.name
+        return self.project
+
+    def project_row(self, session: Session) -> Project:
+        """The route's project, loaded in `session`."""
+        row = session.get(Project, self.project_id)
+        if row is None:  # deleted since the access check
+            raise NotFound(f"project {self.project_name!r} not found")
+        return row
+
+    def user(self, session: Session) -> User:
+        """The calling user, loaded in `session`."""
+        row = session.get(User, self.principal.user_id)
+        if row is None:
+            raise Unauthenticated("account deleted")
+        return row
 
 
 def platform_of(request: Request) -> Platform:
-    return request.app.state.platform  # type: ignore[no-any-return]
+    return request.app.state.platform
 
 
 def info_of(request: Request) -> RequestInfo:
-    return request.scope["deepext"]  # type: ignore[no-any-return]
+    return request.scope["deepext"]
 
 
 PlatformDep = Annotated[Platform, Depends(platform_of)]
+MAX_ID = 2**31 - 1  # row ids are 32-bit integers on PostgreSQL
+RowId = Annotated[int, Path(ge=1, le=MAX_ID, description="a row id")]
 
 
 class Require:

@@ -76,7 +76,7 @@ def _body(request: Request, status: int, code: str, message: str, **extra: Any) 
 def _status_of(exc: DeepextError) -> tuple[int, str]:
     for kind in type(exc).__mro__:
         if kind in STATUS:
-            return STATUS[kind]  # type: ignore[index]
+            return STATUS[kind]
     return 400, "bad_request"
 
 

@@ -35,7 +35,7 @@ def build_app(args: dict[str, Any]) -> Application:
     settings = dict(args)
     replicas = int(settings.pop("replicas", 1))
     resolved = Settings(**settings).model_dump(mode="json")
-    return ApiIngress.options(num_replicas=replicas).bind(resolved)
+    return ApiIngress.options(num_replicas=replicas).bind(resolved)  # type: ignore[attr-defined]
 
 
 def start_api(settings: Settings, *, replicas: int = 1) -> str:
@@ -47,4 +47,5 @@ def start_api(settings: Settings, *, replicas: int = 1) -> str:
 
 
 def stop_api() -> None:
-    serve.delete(APP_NAME)
+    """Stop the API and Serve itself (its HTTP proxy), so a later start may use another port."""
+    serve.shutdown()

@@ -1,5 +1,5 @@
-"""`deepext up` as a user runs it: a real process that starts Ray, prints where it listens, and
-stops cleanly on Ctrl-C (SIGINT)."""
+"""`deepext up` as a user runs it: a real process that starts Ray, the job scheduler and the REST API
+on Ray Serve, prints where they listen, answers a client, and stops cleanly on Ctrl-C (SIGINT)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from deepext.client import DeepextClient
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
 
 @pytest.mark.slow
 def test_up_starts_prints_addresses_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -22,7 +32,18 @@ def test_up_starts_prints_addresses_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         "DEEPEXT_RAY_DASHBOARD_PORT": "0",
         "PYTHONUNBUFFERED": "1",
         "COLUMNS": "200",
+        "DEEPEXT_API_PORT": str(_free_port()),
     }
+    admin = subprocess.run(
+        [sys.executable, "-m", "deepext.cli.main", "users", "create-admin", "root", "--password-stdin"],
+        env=env,
+        input="a long admin passphrase\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert admin.returncode == 0, admin.stderr
+    assert "created admin root" in admin.stdout
     process = subprocess.Popen(
         [sys.executable, "-m", "deepext.cli.main", "up"],
         env=env,
@@ -45,6 +66,12 @@ def test_up_starts_prints_addresses_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert f"sqlite:///{tmp_path / 'home' / 'deepext.db'}" in output
     assert "ray            local Ray at" in output
     assert "job scheduler  Ray Jobs at http://" in output
+    api_url = next(line.split()[2] for line in lines if line.startswith("rest api"))
+    assert api_url == f"http://127.0.0.1:{env['DEEPEXT_API_PORT']}/api/v1"
+    with DeepextClient(api_url) as client:
+        assert client.login("root", "a long admin passphrase").user.admin
+        assert "demo" in [p.name for p in client.projects()]
+        assert [d.name for d in client.datasets("demo")] == ["capitals"]
     assert (tmp_path / "home" / "deepext.db").exists()
 
     stopped_at = time.monotonic()

@@ -46,16 +46,17 @@ class Api:
             return session.scalars(select(Project.id).where(Project.name == name)).one()
 
 
-def make_token(platform: Platform, username: str, *, lifetime: dt.timedelta = dt.timedelta(hours=1), **scope: Any) -> str:
+def make_token(
+    platform: Platform, username: str, *, lifetime: dt.timedelta = dt.timedelta(hours=1), **scope: Any
+) -> str:
     with platform.db.session() as session:
         user = session.scalars(select(User).where(User.username == username)).one()
         _token, secret = issue_token(session, user, kind="personal", name="test", lifetime=lifetime, **scope)
         return secret
 
 
-@pytest.fixture
-def api(platform: Platform) -> Iterator[Api]:
-    """Users `admin`, one per project role in `p`, and `outsider` (owner of `q`), each with a token."""
+def seed_users(platform: Platform) -> dict[str, str]:
+    """Users `admin`, one per project role in `p`, and `outsider` (owner of `q`); their tokens."""
     with platform.db.session() as session:
         create_user(session, username="admin", password=PASSWORD, admin=True, actor="test")
         p = create_project(session, name="p", actor="test")
@@ -65,9 +66,13 @@ def api(platform: Platform) -> Iterator[Api]:
             rbac.grant_project_role(session, user.id, p.id, role)
         outsider = create_user(session, username="outsider", password=PASSWORD, actor="test")
         rbac.grant_project_role(session, outsider.id, q.id, "owner")
+    return {name: make_token(platform, name) for name in ("admin", *ROLES, "outsider")}
+
+
+@pytest.fixture
+def api(platform: Platform) -> Iterator[Api]:
+    """The app in-process over `seed_users`' users and projects."""
+    tokens = seed_users(platform)
     app = create_app(platform)
     with TestClient(app, raise_server_exceptions=False, client=("10.1.2.3", 50000)) as client:
-        found = Api(platform, client)
-        for name in ("admin", *ROLES, "outsider"):
-            found.tokens[name] = make_token(platform, name)
-        yield found
+        yield Api(platform, client, tokens)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 
+import httpx
 import pytest
 
 from deepext.serve.app import route_table
@@ -37,14 +39,28 @@ MAINTAINER = MEMBER | {
 }
 OWNER = MAINTAINER | {("project", "write"), ("members", "manage")}
 PROJECT_RIGHTS = {"viewer": VIEWER, "member": MEMBER, "maintainer": MAINTAINER, "owner": OWNER}
-EVERY_USER = {("self", "read"), ("self", "write"), ("projects", "read"), ("projects", "create"), ("base_models", "read")}
+EVERY_USER = {
+    ("self", "read"),
+    ("self", "write"),
+    ("projects", "read"),
+    ("projects", "create"),
+    ("base_models", "read"),
+}
 SCOPED_TOKEN_SYSTEM = {("self", "read"), ("projects", "read"), ("base_models", "read")}
 ADMIN_ONLY = {("users", "read"), ("users", "manage"), ("audit", "read")}
 
 # Path parameters: the matrix project `p`, and things that do not exist in it, so an allowed call
 # stops at "not found" or at body validation instead of changing anything.
-FILL = {"project": "p", "token_id": "999999", "username": "nobody", "name": "nope", "selector": "1",
-        "ref": "nope@1", "job_id": "999999", "run_id": "999999"}
+FILL = {
+    "project": "p",
+    "token_id": "999999",
+    "username": "nobody",
+    "name": "nope",
+    "selector": "1",
+    "ref": "nope@1",
+    "job_id": "999999",
+    "run_id": "999999",
+}
 CALLERS = ["admin", *ROLES, "outsider", "anonymous", "expired", "revoked", "other_project", "viewer_capped"]
 
 
@@ -71,6 +87,11 @@ def _expected(caller: str, route: dict[str, str], is_project_route: bool) -> str
 
 @pytest.fixture
 def matrix_api(api: Api) -> Api:
+    return add_special_callers(api)
+
+
+def add_special_callers(api: Api) -> Api:
+    """Tokens for the callers beyond the users: expired, revoked, scoped to `q`, capped at viewer."""
     platform = api.platform
     api.tokens["expired"] = make_token(platform, "owner", lifetime=dt.timedelta(seconds=1))
     api.tokens["revoked"] = make_token(platform, "owner")
@@ -97,8 +118,9 @@ def test_every_route_declares_a_known_right_or_is_public(api: Api) -> None:
         assert (route["resource"], route["action"]) in known, f"decide who may call {route}"
 
 
-def test_access_matrix(matrix_api: Api) -> None:
-    api = matrix_api
+def run_matrix(api: Api, send: Callable[..., httpx.Response]) -> int:
+    """Call every route as every caller through `send(method, path, headers=..., **kwargs)`; returns
+    the number of calls, or fails listing every call whose outcome was not the expected one."""
     routes = [r for r in route_table(api.client.app) if (r["method"], r["path"]) not in PUBLIC_ROUTES]  # type: ignore[arg-type]
     routes.sort(key=lambda r: r["path"].endswith("/logout"))  # logging out ends the caller's session: last
     failures = []
@@ -109,12 +131,19 @@ def test_access_matrix(matrix_api: Api) -> None:
             expected = _expected(caller, route, is_project_route)
             kwargs = {"json": {}} if route["method"] in {"POST", "PUT", "PATCH"} else {}
             headers = {"Authorization": f"Bearer {api.tokens[caller]}"} if api.tokens[caller] else {}
-            response = api.call(route["method"], _path(route["path"]), headers=headers, **kwargs)
+            response = send(route["method"], _path(route["path"]), headers=headers, **kwargs)
             status, text = response.status_code, response.text
             hidden = status == 404 and "project 'p' not found" in text
             got = {401: "401", 403: "403"}.get(status, "hidden" if hidden else "allowed")
             if status >= 500 or got != expected:
-                failures.append(f"{route['method']} {route['path']} as {caller}: expected {expected}, got {status} {text[:160]}")
+                failures.append(
+                    f"{route['method']} {route['path']} as {caller}: expected {expected}, got {status} {text[:160]}"
+                )
             checked += 1
     assert not failures, f"{len(failures)} of {checked} calls wrong:\n" + "\n".join(failures)
     assert checked == len(routes) * len(CALLERS)
+    return checked
+
+
+def test_access_matrix(matrix_api: Api) -> None:
+    run_matrix(matrix_api, matrix_api.call)

@@ -14,11 +14,23 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from deepext import audit
-from deepext.serve.deps import Access, PlatformDep, allow
+from deepext.serve.deps import MAX_ID, Access, PlatformDep, allow
 
 router = APIRouter(prefix="/audit", tags=["audit"])
-_COLUMNS = ["id", "at", "actor", "token_id", "action", "resource", "project_id", "outcome", "client_addr",
-            "request_id", "detail", "entry_hash"]
+_COLUMNS = [
+    "id",
+    "at",
+    "actor",
+    "token_id",
+    "action",
+    "resource",
+    "project_id",
+    "outcome",
+    "client_addr",
+    "request_id",
+    "detail",
+    "entry_hash",
+]
 
 
 class AuditRow(BaseModel):
@@ -42,10 +54,16 @@ class ChainCheck(BaseModel):
 
 
 def _filter(
-    actor: str | None, action: str | None, project_id: int | None, outcome: str | None,
-    since: dt.datetime | None, until: dt.datetime | None,
+    actor: str | None,
+    action: str | None,
+    project_id: int | None,
+    outcome: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
 ) -> audit.AuditFilter:
-    return audit.AuditFilter(actor=actor, action=action, project_id=project_id, outcome=outcome, since=since, until=until)
+    return audit.AuditFilter(
+        actor=actor, action=action, project_id=project_id, outcome=outcome, since=since, until=until
+    )
 
 
 @router.get("")
@@ -54,17 +72,19 @@ def entries(
     platform: PlatformDep,
     actor: Annotated[str | None, Query(max_length=64)] = None,
     action: Annotated[str | None, Query(max_length=64, description="prefix, e.g. `dataset.`")] = None,
-    project_id: int | None = None,
+    project_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     outcome: Annotated[str | None, Query(max_length=16)] = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
-    before_id: Annotated[int | None, Query(description="page: rows older than this id")] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="page: rows older than this id")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditRow]:
     """Newest first."""
     where = _filter(actor, action, project_id, outcome, since, until)
     with platform.db.session() as session:
-        return [AuditRow(**audit.as_dict(e)) for e in audit.list_entries(session, where, limit=limit, before_id=before_id)]
+        return [
+            AuditRow(**audit.as_dict(e)) for e in audit.list_entries(session, where, limit=limit, before_id=before_id)
+        ]
 
 
 @router.get("/export", response_class=StreamingResponse)
@@ -74,7 +94,7 @@ def export(
     format: Literal["jsonl", "csv"] = "jsonl",
     actor: Annotated[str | None, Query(max_length=64)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
-    project_id: int | None = None,
+    project_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     outcome: Annotated[str | None, Query(max_length=16)] = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,

@@ -15,7 +15,7 @@ from deepext.auth.login import login as login_user
 from deepext.auth.passwords import verify_password
 from deepext.db.models import ApiToken, Project, User
 from deepext.errors import InvalidInput, NotFound, Unauthenticated
-from deepext.serve.deps import Access, PlatformDep, allow, info_of
+from deepext.serve.deps import Access, PlatformDep, RowId, allow, info_of
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -73,7 +73,7 @@ class PasswordChange(BaseModel):
     new_password: str = Field(min_length=1, max_length=1024)
 
 
-def _me(session, user: User) -> Me:  # type: ignore[no-untyped-def]
+def _me(session, user: User) -> Me:
     roles = rbac.user_projects(session, user.id)
     names = dict(session.execute(select(Project.id, Project.name).where(Project.id.in_(roles))).tuples().all())
     return Me(
@@ -85,21 +85,21 @@ def _me(session, user: User) -> Me:  # type: ignore[no-untyped-def]
     )
 
 
-def _public(session, token: ApiToken, **extra: object) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def _public(session, row: ApiToken, **extra: object) -> dict[str, object]:
     names = None
-    if token.project_ids is not None:
-        rows = session.scalars(select(Project.name).where(Project.id.in_(token.project_ids)))
+    if row.project_ids is not None:
+        rows = session.scalars(select(Project.name).where(Project.id.in_(row.project_ids)))
         names = sorted(rows)
     return {
-        "id": token.id,
-        "name": token.name,
-        "prefix": token.prefix,
+        "id": row.id,
+        "name": row.name,
+        "prefix": row.prefix,
         "projects": names,
-        "role": token.role,
-        "expires_at": token.expires_at,
-        "revoked_at": token.revoked_at,
-        "last_used_at": token.last_used_at,
-        "created_at": token.created_at,
+        "role": row.role,
+        "expires_at": row.expires_at,
+        "revoked_at": row.revoked_at,
+        "last_used_at": row.last_used_at,
+        "created_at": row.created_at,
         **extra,
     }
 
@@ -114,7 +114,7 @@ def login(body: LoginRequest, request: Request, platform: PlatformDep) -> LoginR
         platform.db, username=body.username, password=body.password, client_addr=info.client_addr, lifetime=lifetime
     )
     with platform.db.session() as session:
-        me = _me(session, session.get(User, user.id))
+        me = _me(session, session.get_one(User, user.id))
     return LoginResponse(token=secret, expires_at=token.expires_at, user=me)
 
 
@@ -130,7 +130,7 @@ def logout(access: Annotated[Access, allow("self", "write")], platform: Platform
 @router.get("/me")
 def me(access: Annotated[Access, allow("self", "read")], platform: PlatformDep) -> Me:
     with platform.db.session() as session:
-        return _me(session, session.get(User, access.principal.user_id))
+        return _me(session, access.user(session))
 
 
 @router.put("/password", status_code=204)
@@ -140,8 +140,8 @@ def change_password(
     from deepext.auth.users import update_user
 
     with platform.db.session() as session:
-        user = session.get(User, access.principal.user_id)
-        if user is None or not verify_password(user.password_hash, body.current_password):
+        user = access.user(session)
+        if not verify_password(user.password_hash, body.current_password):
             raise Unauthenticated("current password is wrong")
         update_user(session, user.username, actor=access.actor, password=body.new_password)
     return Response(status_code=204)
@@ -159,11 +159,13 @@ def create_token(
 ) -> TokenCreated:
     """A personal API token, optionally limited to some of your projects and capped at a role."""
     with platform.db.session() as session:
-        user = session.get(User, access.principal.user_id)
+        user = access.user(session)
         project_ids = None
         if body.projects is not None:
             mine = rbac.user_projects(session, user.id)
-            rows = dict(session.execute(select(Project.name, Project.id).where(Project.name.in_(body.projects))).tuples().all())
+            rows = dict(
+                session.execute(select(Project.name, Project.id).where(Project.name.in_(body.projects))).tuples().all()
+            )
             for name in body.projects:
                 if name not in rows or (rows[name] not in mine and not access.principal.is_admin):
                     raise InvalidInput(f"projects: no project {name!r} of yours", field="projects")
@@ -188,9 +190,7 @@ def create_token(
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def revoke_token(
-    token_id: int, access: Annotated[Access, allow("self", "write")], platform: PlatformDep
-) -> Response:
+def revoke_token(token_id: RowId, access: Annotated[Access, allow("self", "write")], platform: PlatformDep) -> Response:
     with platform.db.session() as session:
         if session.scalar(select(ApiToken.id).where(ApiToken.id == token_id, ApiToken.kind == "personal")) is None:
             raise NotFound(f"token {token_id} not found")

@@ -19,6 +19,7 @@ from deepext.serve.deps import Access, PlatformDep, allow
 router = APIRouter(prefix="/projects/{project}/datasets", tags=["datasets"])
 _UPLOAD_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
+
 class DatasetSummary(BaseModel):
     name: str
     versions: int
@@ -50,7 +51,9 @@ def _ref(name: str, selector: str) -> str:
 
 
 @router.get("")
-def datasets(project: str, access: Annotated[Access, allow("datasets", "read")], platform: PlatformDep) -> list[DatasetSummary]:
+def datasets(
+    project: str, access: Annotated[Access, allow("datasets", "read")], platform: PlatformDep
+) -> list[DatasetSummary]:
     return [DatasetSummary(**row) for row in platform.datasets.list_datasets(access.project_name)]
 
 
@@ -108,8 +111,9 @@ async def upload(
     check_name(name, "dataset")
     suffix = Path(filename).suffix.lower()
     if suffix not in _UPLOAD_SUFFIXES or Path(filename).name != filename:
-        raise InvalidInput(f"filename {filename!r}: a file name ending in {', '.join(_UPLOAD_SUFFIXES)}",
-                           field="filename")
+        raise InvalidInput(
+            f"filename {filename!r}: a file name ending in {', '.join(_UPLOAD_SUFFIXES)}", field="filename"
+        )
     limit = platform.settings.api_max_upload_mb * 1024 * 1024
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from deepext.errors import NotFound
 from deepext.eval.compare import Comparison, compare_runs
 from deepext.eval.results import RunView, get_run, list_runs
 from deepext.eval.suite import SuiteView, get_suite, list_suites, push_suite
-from deepext.errors import NotFound
-from deepext.serve.deps import Access, PlatformDep, allow
+from deepext.serve.deps import MAX_ID, Access, PlatformDep, RowId, allow
 from deepext.train.jobs import JobView
 from deepext.train.service import submit_job
 
@@ -27,7 +27,7 @@ class RunRequest(BaseModel):
     gpus_per_worker: float = Field(0, ge=0)
 
 
-def _run_in(platform, access: Access, run_id: int) -> RunView:  # type: ignore[no-untyped-def]
+def _run_in(platform, access: Access, run_id: int) -> RunView:
     run = get_run(platform, run_id)
     if run.project != access.project_name:
         raise NotFound(f"evaluation run {run_id} not found")
@@ -55,7 +55,9 @@ def push(
 
 
 @router.get("/suites/{ref}")
-def suite(project: str, ref: str, access: Annotated[Access, allow("evaluations", "read")], platform: PlatformDep) -> SuiteView:
+def suite(
+    project: str, ref: str, access: Annotated[Access, allow("evaluations", "read")], platform: PlatformDep
+) -> SuiteView:
     return get_suite(platform, access.project_name, ref)
 
 
@@ -75,13 +77,13 @@ def start_run(
     project: str, body: RunRequest, access: Annotated[Access, allow("evaluations", "run")], platform: PlatformDep
 ) -> JobView:
     """Queue an evaluation job; its run appears under /runs when the job starts."""
-    return submit_job(
-        platform, project=access.project_name, kind="eval", config=body.model_dump(), actor=access.actor
-    )
+    return submit_job(platform, project=access.project_name, kind="eval", config=body.model_dump(), actor=access.actor)
 
 
 @router.get("/runs/{run_id}")
-def run(project: str, run_id: int, access: Annotated[Access, allow("evaluations", "read")], platform: PlatformDep) -> RunView:
+def run(
+    project: str, run_id: RowId, access: Annotated[Access, allow("evaluations", "read")], platform: PlatformDep
+) -> RunView:
     return _run_in(platform, access, run_id)
 
 
@@ -90,8 +92,8 @@ def compare(
     project: str,
     access: Annotated[Access, allow("evaluations", "read")],
     platform: PlatformDep,
-    baseline: Annotated[int, Query(description="run id A")],
-    candidate: Annotated[int, Query(description="run id B")],
+    baseline: Annotated[int, Query(ge=1, le=MAX_ID, description="run id A")],
+    candidate: Annotated[int, Query(ge=1, le=MAX_ID, description="run id B")],
 ) -> Comparison:
     _run_in(platform, access, baseline)
     _run_in(platform, access, candidate)

@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from deepext.errors import NotFound
-from deepext.serve.deps import Access, PlatformDep, allow
+from deepext.serve.deps import MAX_ID, Access, PlatformDep, RowId, allow
 from deepext.train import jobs as job_store
 from deepext.train.jobs import JobEventView, JobView
 from deepext.train.service import cancel_job, job_logs, submit_job
@@ -38,7 +38,7 @@ class MetricRow(BaseModel):
     values: dict[str, Any]
 
 
-def _job_in(platform, access: Access, job_id: int) -> JobView:  # type: ignore[no-untyped-def]
+def _job_in(platform, access: Access, job_id: int) -> JobView:
     """The job, if it belongs to the route's project (a job id of another project is 'not found')."""
     job = job_store.get_job(platform, job_id)
     if job.project != access.project_name:
@@ -73,7 +73,9 @@ def submit(body: JobSubmit, access: Annotated[Access, allow("jobs", "create")], 
 
 
 @router.get("/{job_id}")
-def job(project: str, job_id: int, access: Annotated[Access, allow("jobs", "read")], platform: PlatformDep) -> JobDetail:
+def job(
+    project: str, job_id: RowId, access: Annotated[Access, allow("jobs", "read")], platform: PlatformDep
+) -> JobDetail:
     view = _job_in(platform, access, job_id)
     return JobDetail(
         job=view,
@@ -83,7 +85,7 @@ def job(project: str, job_id: int, access: Annotated[Access, allow("jobs", "read
 
 
 @router.get("/{job_id}/logs", response_class=PlainTextResponse)
-def logs(project: str, job_id: int, access: Annotated[Access, allow("jobs", "read")], platform: PlatformDep) -> str:
+def logs(project: str, job_id: RowId, access: Annotated[Access, allow("jobs", "read")], platform: PlatformDep) -> str:
     _job_in(platform, access, job_id)
     return job_logs(platform, job_id)
 
@@ -91,10 +93,10 @@ def logs(project: str, job_id: int, access: Annotated[Access, allow("jobs", "rea
 @router.get("/{job_id}/metrics")
 def metrics(
     project: str,
-    job_id: int,
+    job_id: RowId,
     access: Annotated[Access, allow("jobs", "read")],
     platform: PlatformDep,
-    after_step: Annotated[int, Query(ge=-1)] = -1,
+    after_step: Annotated[int, Query(ge=-1, le=MAX_ID)] = -1,
 ) -> list[MetricRow]:
     """Metric rows in step order; poll with `after_step` for the new ones."""
     _job_in(platform, access, job_id)
@@ -103,12 +105,16 @@ def metrics(
 
 
 @router.post("/{job_id}/cancel")
-def cancel(project: str, job_id: int, access: Annotated[Access, allow("jobs", "cancel")], platform: PlatformDep) -> JobView:
+def cancel(
+    project: str, job_id: RowId, access: Annotated[Access, allow("jobs", "cancel")], platform: PlatformDep
+) -> JobView:
     _job_in(platform, access, job_id)
     return cancel_job(platform, job_id, actor=access.actor)
 
 
 @router.post("/{job_id}/retry")
-def retry(project: str, job_id: int, access: Annotated[Access, allow("jobs", "create")], platform: PlatformDep) -> JobView:
+def retry(
+    project: str, job_id: RowId, access: Annotated[Access, allow("jobs", "create")], platform: PlatformDep
+) -> JobView:
     _job_in(platform, access, job_id)
     return job_store.retry(platform, job_id, actor=access.actor)

@@ -61,8 +61,11 @@ def model_lineage(
     project: str, ref: str, access: Annotated[Access, allow("models", "read")], platform: PlatformDep
 ) -> Lineage:
     chain = lineage(platform, access.project_name, ref)
-    *versions, base = chain
-    return Lineage(versions=versions, base_model=base)  # type: ignore[arg-type]
+    versions = [v for v in chain if isinstance(v, ModelVersionView)]
+    base = chain[-1]
+    if not isinstance(base, BaseModelView):  # pragma: no cover - lineage always ends at the base model
+        raise RuntimeError("lineage without a base model")
+    return Lineage(versions=versions, base_model=base)
 
 
 @router.patch("/projects/{project}/models/{ref}")

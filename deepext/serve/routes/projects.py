@@ -75,11 +75,9 @@ def add_project(
 
 
 @router.get("/{project}")
-def project(
-    project: str, access: Annotated[Access, allow("project", "read")], platform: PlatformDep
-) -> ProjectPublic:
+def project(project: str, access: Annotated[Access, allow("project", "read")], platform: PlatformDep) -> ProjectPublic:
     with platform.db.session() as session:
-        row = session.get(Project, access.project.id)  # type: ignore[union-attr]
+        row = access.project_row(session)
         return _public(row, rbac.project_role(session, access.principal.user_id, row.id))
 
 
@@ -88,20 +86,23 @@ def change_project(
     project: str, body: ProjectUpdate, access: Annotated[Access, allow("project", "write")], platform: PlatformDep
 ) -> ProjectPublic:
     with platform.db.session() as session:
-        row = session.get(Project, access.project.id)  # type: ignore[union-attr]
+        row = access.project_row(session)
         row.description = body.description
-        audit.record(session, actor=access.actor, action="project.update", resource=f"project:{row.name}",
-                     project_id=row.id)
+        audit.record(
+            session, actor=access.actor, action="project.update", resource=f"project:{row.name}", project_id=row.id
+        )
         return _public(row, rbac.project_role(session, access.principal.user_id, row.id))
 
 
 @router.get("/{project}/members")
 def members(project: str, access: Annotated[Access, allow("members", "read")], platform: PlatformDep) -> list[Member]:
     with platform.db.session() as session:
-        roles = rbac.project_members(session, access.project.id)  # type: ignore[union-attr]
+        roles = rbac.project_members(session, access.project_id)
         names = dict(session.execute(select(User.id, User.username).where(User.id.in_(roles))).tuples().all())
-        return sorted((Member(username=names[uid], role=role) for uid, role in roles.items() if uid in names),
-                      key=lambda m: m.username)
+        return sorted(
+            (Member(username=names[uid], role=role) for uid, role in roles.items() if uid in names),
+            key=lambda m: m.username,
+        )
 
 
 @router.put("/{project}/members/{username}")
@@ -113,7 +114,7 @@ def set_member(
     platform: PlatformDep,
 ) -> Member:
     """Add a user to the project with a role, or change their role."""
-    pid = access.project.id  # type: ignore[union-attr]
+    pid = access.project_id
     with platform.db.session() as session:
         rbac.check_role(body.role)
         user = get_user(session, username)
@@ -121,8 +122,14 @@ def set_member(
         if old == "owner" and body.role != "owner":
             _keep_an_owner(session, pid, user.id)
         rbac.grant_project_role(session, user.id, pid, body.role)
-        audit.record(session, actor=access.actor, action="member.set", resource=f"project:{project}/user:{username}",
-                     project_id=pid, detail={"role": body.role, "previous": old})
+        audit.record(
+            session,
+            actor=access.actor,
+            action="member.set",
+            resource=f"project:{project}/user:{username}",
+            project_id=pid,
+            detail={"role": body.role, "previous": old},
+        )
         return Member(username=username, role=body.role)
 
 
@@ -130,7 +137,7 @@ def set_member(
 def remove_member(
     project: str, username: str, access: Annotated[Access, allow("members", "manage")], platform: PlatformDep
 ) -> Response:
-    pid = access.project.id  # type: ignore[union-attr]
+    pid = access.project_id
     with platform.db.session() as session:
         user = get_user(session, username)
         old = rbac.project_role(session, user.id, pid)
@@ -139,12 +146,18 @@ def remove_member(
         if old == "owner":
             _keep_an_owner(session, pid, user.id)
         rbac.revoke_project_role(session, user.id, pid)
-        audit.record(session, actor=access.actor, action="member.remove",
-                     resource=f"project:{project}/user:{username}", project_id=pid, detail={"previous": old})
+        audit.record(
+            session,
+            actor=access.actor,
+            action="member.remove",
+            resource=f"project:{project}/user:{username}",
+            project_id=pid,
+            detail={"previous": old},
+        )
     return Response(status_code=204)
 
 
-def _keep_an_owner(session, project_id: int, leaving_user_id: int) -> None:  # type: ignore[no-untyped-def]
+def _keep_an_owner(session, project_id: int, leaving_user_id: int) -> None:
     owners = [uid for uid, role in rbac.project_members(session, project_id).items() if role == "owner"]
     if owners == [leaving_user_id]:
         raise Conflict("a project keeps at least one owner; make someone else owner first")

@@ -39,7 +39,7 @@ class UserPublic(BaseModel):
     created_at: dt.datetime
 
 
-def _public(session, user: User) -> UserPublic:  # type: ignore[no-untyped-def]
+def _public(session, user: User) -> UserPublic:
     return UserPublic(
         username=user.username,
         email=user.email,
@@ -57,7 +57,9 @@ def users(access: Annotated[Access, allow("users", "read")], platform: PlatformD
 
 
 @router.post("", status_code=201)
-def add_user(body: UserCreate, access: Annotated[Access, allow("users", "manage")], platform: PlatformDep) -> UserPublic:
+def add_user(
+    body: UserCreate, access: Annotated[Access, allow("users", "manage")], platform: PlatformDep
+) -> UserPublic:
     with platform.db.session() as session:
         user = create_user(session, actor=access.actor, **body.model_dump())
         return _public(session, user)

@@ -135,8 +135,9 @@ def _rechain() -> None:
         at = row.at if isinstance(row.at, dt.datetime) else dt.datetime.fromisoformat(str(row.at))
         at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
         detail = row.detail if isinstance(row.detail, dict) else json.loads(row.detail or "{}")
-        entry = _hash([prev, at.isoformat(), row.actor, row.action, row.resource, row.project_id, detail,
-                       None, "ok", None, None])
+        entry = _hash(
+            [prev, at.isoformat(), row.actor, row.action, row.resource, row.project_id, detail, None, "ok", None, None]
+        )
         bind.execute(
             sa.text("UPDATE audit_log SET prev_hash = :prev, entry_hash = :entry WHERE id = :id"),
             {"prev": prev, "entry": entry, "id": row.id},
@@ -158,9 +159,7 @@ def downgrade() -> None:
         batch_op.drop_column("client_addr")
         batch_op.drop_column("outcome")
         batch_op.drop_column("token_id")
-        batch_op.create_foreign_key(
-            _fk_name(), "projects", ["project_id"], ["id"], ondelete="SET NULL"
-        )
+        batch_op.create_foreign_key(_fk_name(), "projects", ["project_id"], ["id"], ondelete="SET NULL")
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("is_admin", sa.Boolean(), nullable=False, server_default=sa.false()))
     op.create_table(
