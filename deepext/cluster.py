@@ -27,6 +27,10 @@ def connect_ray(settings: Settings, **init_kwargs: Any) -> RayInfo:
     import ray
 
     address = settings.ray_address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        # Ray Serve's throughput mode for the API's proxy and replicas (they inherit this process's
+        # environment when Ray starts here; a cluster sets it in its own start-up environment).
+        os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     if address:
         context = ray.init(address=address, **init_kwargs)
     else:

@@ -71,7 +71,9 @@ def read_policy_file(path: Path = POLICY_PATH) -> list[Permission]:
 
 
 # ---- writing rules (in the caller's transaction)
-def _bump(session: Session) -> None:
+def bump_access_version(session: Session) -> None:
+    """Tell every API process that access changed (rules, a revoked token, a deactivated user), so
+    it reloads its enforcer and forgets the tokens it had checked."""
     session.execute(update(PolicyVersion).where(PolicyVersion.id == 1).values(version=PolicyVersion.version + 1))
 
 
@@ -85,7 +87,7 @@ def sync_role_permissions(session: Session, path: Path = POLICY_PATH) -> bool:
     session.execute(delete(CasbinRule).where(CasbinRule.ptype == "p"))
     for role, domain, resource, action in sorted(wanted):
         session.add(CasbinRule(ptype="p", v0=role, v1=domain, v2=resource, v3=action))
-    _bump(session)
+    bump_access_version(session)
     return True
 
 
@@ -104,7 +106,7 @@ def grant_project_role(session: Session, user_id: int, project_id: int, role: st
     for rule in old:
         session.delete(rule)
     session.add(CasbinRule(ptype="g", v0=user_subject(user_id), v1=role_subject(role), v2=domain))
-    _bump(session)
+    bump_access_version(session)
     return old[0].v1.removeprefix("role:") if old and old[0].v1 else None
 
 
@@ -114,7 +116,7 @@ def revoke_project_role(session: Session, user_id: int, project_id: int) -> str 
     for rule in old:
         session.delete(rule)
     if old:
-        _bump(session)
+        bump_access_version(session)
     return old[0].v1.removeprefix("role:") if old and old[0].v1 else None
 
 
@@ -147,7 +149,7 @@ def grant_system_role(session: Session, user_id: int, role: str) -> None:
     if any(r.v1 == wanted for r in _grants(session, subject, "*")):
         return
     session.add(CasbinRule(ptype="g", v0=subject, v1=wanted, v2="*"))
-    _bump(session)
+    bump_access_version(session)
 
 
 def revoke_system_role(session: Session, user_id: int, role: str) -> None:
@@ -155,7 +157,27 @@ def revoke_system_role(session: Session, user_id: int, role: str) -> None:
     for rule in rules:
         session.delete(rule)
     if rules:
-        _bump(session)
+        bump_access_version(session)
+
+
+@dataclass(frozen=True)
+class Grants:
+    """Everything one user holds, read in one query: admin or not, and their role per project."""
+
+    admin: bool
+    project_roles: dict[int, str]
+
+
+def grants_of(session: Session, user_id: int) -> Grants:
+    rows = session.execute(
+        select(CasbinRule.v1, CasbinRule.v2).where(CasbinRule.ptype == "g", CasbinRule.v0 == user_subject(user_id))
+    ).all()
+    roles = {
+        int(domain.removeprefix("project:")): (role or "").removeprefix("role:")
+        for role, domain in rows
+        if domain and domain.startswith("project:")
+    }
+    return Grants(admin=any(role == ADMIN and domain == "*" for role, domain in rows), project_roles=roles)
 
 
 def is_admin(session: Session, user_id: int) -> bool:
@@ -165,30 +187,46 @@ def is_admin(session: Session, user_id: int) -> bool:
 def forget_project(session: Session, project_id: int) -> None:
     """Drop every grant in a deleted project."""
     session.execute(delete(CasbinRule).where(CasbinRule.ptype == "g", CasbinRule.v2 == project_domain(project_id)))
-    _bump(session)
+    bump_access_version(session)
 
 
 # ---- deciding
 class Authorizer:
-    """A Casbin enforcer over the stored rules, reloaded when another process changed them."""
+    """A Casbin enforcer over the stored rules, reloaded when another process changed them.
+
+    Decisions are memoized until the next reload: a decision depends only on the loaded rules and
+    the request, and Casbin's matcher evaluation costs milliseconds per call."""
+
+    _MAX_CACHED = 100_000
 
     def __init__(self, db: Database) -> None:
         adapter = Adapter(db.engine, db_class=CasbinRule, create_table=False)
         self._enforcer = casbin.Enforcer(str(MODEL_PATH), adapter)
         self._loaded_version: int | None = None
         self._lock = threading.RLock()
+        self._decisions: dict[tuple[str, str, str, str], bool] = {}
 
-    def refresh(self, session: Session) -> None:
-        """Reload the rules if `policy_version` moved since the last load (one indexed read)."""
-        version = session.scalar(select(PolicyVersion.version).where(PolicyVersion.id == 1))
+    def refresh(self, session: Session) -> int:
+        """Reload the rules if the access version moved since the last load (one indexed read);
+        returns the version."""
+        version = int(session.scalar(select(PolicyVersion.version).where(PolicyVersion.id == 1)) or 0)
         if version != self._loaded_version:
             with self._lock:
                 self._enforcer.load_policy()
+                self._decisions.clear()
                 self._loaded_version = version
+        return version
 
     def allowed(self, subject: str, domain: str, resource: str, action: str) -> bool:
+        key = (subject, domain, resource, action)
         with self._lock:
-            return bool(self._enforcer.enforce(subject, domain, resource, action))
+            decision = self._decisions.get(key)
+            if decision is None:
+                decision = bool(self._enforcer.enforce(*key))
+                if len(self._decisions) >= self._MAX_CACHED:
+                    self._decisions.clear()
+                self._decisions[key] = decision
+            return decision
 
     def role_allows(self, role: str, domain: str, resource: str, action: str) -> bool:
         """Whether the role itself grants this (used to cap what a scoped token may do)."""

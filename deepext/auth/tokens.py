@@ -46,6 +46,8 @@ class Principal:
     is_admin: bool
     project_ids: frozenset[int] | None  # None: every project the user is in
     role: str | None  # None: the user's own role in each project
+    project_roles: dict[int, str]  # the user's role in each of their projects
+    expires_at: dt.datetime
 
     @property
     def subject(self) -> str:
@@ -88,27 +90,59 @@ def authenticate(session: Session, secret: str) -> Principal:
     or its user is deactivated (the message says which, except for an unknown secret)."""
     if not secret.startswith(PREFIX):
         raise Unauthenticated("not a deepext token")
-    token = session.scalar(select(ApiToken).where(ApiToken.secret_hash == _digest(secret)))
-    if token is None:
+    found = session.execute(
+        select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(ApiToken.secret_hash == _digest(secret))
+    ).first()
+    if found is None:
         raise Unauthenticated("unknown token")
+    token, user = found
     now = _now()
     if token.revoked_at is not None:
         raise Unauthenticated("token revoked")
     if _utc(token.expires_at) <= now:
         raise Unauthenticated("token expired")
-    user = session.get(User, token.user_id)
-    if user is None or not user.is_active:
+    if not user.is_active:
         raise Unauthenticated("account deactivated")
     if token.last_used_at is None or now - _utc(token.last_used_at) > _LAST_USED_EVERY:
         token.last_used_at = now
+    grants = rbac.grants_of(session, user.id)
     return Principal(
         user_id=user.id,
         username=user.username,
         token_id=token.id,
-        is_admin=rbac.is_admin(session, user.id),
+        is_admin=grants.admin,
         project_ids=frozenset(token.project_ids) if token.project_ids is not None else None,
         role=token.role,
+        project_roles=grants.project_roles,
+        expires_at=_utc(token.expires_at),
     )
+
+
+class RecentPrincipals:
+    """Principals of recently checked tokens, valid while the access version stays the same (any
+    revocation, deactivation or role change moves it) and for at most `ttl`, after which the token
+    is checked - and its `last_used_at` written - again. Saves two queries per request."""
+
+    def __init__(self, ttl: dt.timedelta = _LAST_USED_EVERY, max_size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_size = max_size
+        self._entries: dict[str, tuple[Principal, dt.datetime, int, dt.datetime]] = {}
+
+    def get(self, secret: str, version: int) -> Principal | None:
+        entry = self._entries.get(secret)
+        if entry is None:
+            return None
+        principal, expires_at, seen_version, checked_at = entry
+        now = _now()
+        if seen_version != version or now >= expires_at or now - checked_at > self.ttl:
+            self._entries.pop(secret, None)
+            return None
+        return principal
+
+    def put(self, secret: str, principal: Principal, version: int) -> None:
+        if len(self._entries) >= self.max_size:
+            self._entries.clear()
+        self._entries[secret] = (principal, principal.expires_at, version, _now())
 
 
 def list_tokens(session: Session, user_id: int) -> list[ApiToken]:
@@ -123,6 +157,7 @@ def revoke_token(session: Session, user_id: int, token_id: int, *, actor: str) -
         raise NotFound(f"token {token_id} not found")
     if token.revoked_at is None:
         token.revoked_at = _now()
+        rbac.bump_access_version(session)
     audit.record(session, actor=actor, action="token.revoke", resource=f"token:{token_id}")
     return token
 
@@ -131,3 +166,4 @@ def end_session(session: Session, token_id: int) -> None:
     token = session.get(ApiToken, token_id)
     if token is not None and token.revoked_at is None:
         token.revoked_at = _now()
+        rbac.bump_access_version(session)

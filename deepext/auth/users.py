@@ -82,5 +82,7 @@ def update_user(
     if password is not None:
         user.password_hash = hash_password(password)
         changed["password"] = "changed"
+    if changed:
+        rbac.bump_access_version(session)
     audit.record(session, actor=actor, action="user.update", resource=f"user:{username}", detail=changed)
     return user

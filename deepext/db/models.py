@@ -102,8 +102,9 @@ class CasbinRule(Base):
 
 
 class PolicyVersion(Base):
-    """A counter bumped in every transaction that changes `casbin_rule`, so each API process knows
-    when to reload its enforcer."""
+    """The access version: bumped in every transaction that changes `casbin_rule`, revokes a token
+    or changes an account, so each API process knows when to reload its enforcer and re-check the
+    tokens it remembers."""
 
     __tablename__ = "policy_version"
 

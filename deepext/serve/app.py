@@ -4,6 +4,7 @@ comparison and tests, by any ASGI server. `create_app(platform)` builds it; noth
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from typing import Any
@@ -15,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from deepext import audit
 from deepext import request as current_request
 from deepext.auth import rbac
+from deepext.auth.tokens import RecentPrincipals
 from deepext.platform import Platform
 from deepext.serve.deps import RequestInfo
 from deepext.serve.errors import ERROR_RESPONSES, install_error_handlers
@@ -47,13 +49,16 @@ class RequestAuditMiddleware:
     def __init__(self, app: ASGIApp, platform: Platform) -> None:
         self.app = app
         self.platform = platform
+        # Unique request ids without a system call per request: a random per-process prefix + a counter.
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _REQUEST_ID.match(incoming) else f"{self._id_prefix}{next(self._counter):08x}"
         client = scope.get("client")
         info = RequestInfo(request_id=request_id, client_addr=client[0] if client else "unknown")
         scope["deepext"] = info
@@ -114,11 +119,20 @@ def create_app(platform: Platform) -> FastAPI:
     )
     app.state.platform = platform
     app.state.authorizer = rbac.Authorizer(platform.db)
+    app.state.principals = RecentPrincipals()
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     app.add_middleware(RequestAuditMiddleware, platform=platform)
     return app
+
+
+def app_from_settings() -> FastAPI:
+    """The app on the platform the `DEEPEXT_*` settings name, for any ASGI server:
+    `uvicorn --factory deepext.serve.app:app_from_settings` (Ray Serve is the default host)."""
+    from deepext.config import get_settings
+
+    return create_app(Platform.open(get_settings()))
 
 
 def route_table(app: FastAPI) -> list[dict[str, Any]]:

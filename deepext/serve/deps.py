@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from deepext import request as current_request
 from deepext.auth import rbac
-from deepext.auth.tokens import Principal, authenticate
+from deepext.auth.tokens import Principal, RecentPrincipals, authenticate
 from deepext.db.models import Project, User
 from deepext.errors import Forbidden, NotFound, Unauthenticated
 from deepext.platform import Platform
@@ -121,18 +121,22 @@ class Require:
             raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
         project_name = request.path_params.get("project")
         with platform.db.session() as session:
-            try:
-                principal = authenticate(session, credentials.credentials)
-            except Unauthenticated:
-                info.outcome = "unauthenticated"
-                raise
+            version = authorizer.refresh(session)
+            principals: RecentPrincipals = request.app.state.principals
+            principal = principals.get(credentials.credentials, version)
+            if principal is None:
+                try:
+                    principal = authenticate(session, credentials.credentials)
+                except Unauthenticated:
+                    info.outcome = "unauthenticated"
+                    raise
+                principals.put(credentials.credentials, principal, version)
             info.principal = principal
-            readable = _readable_projects(session, principal)
+            readable = _readable_projects(principal)
             context = current_request.current()
             if context is not None:
                 context.token_id = principal.token_id
                 context.readable_project_ids = readable
-            authorizer.refresh(session)
             project = None
             if project_name is not None:
                 row = session.scalar(select(Project).where(Project.name == project_name))
@@ -161,11 +165,11 @@ class Require:
         return principal.role is None or authorizer.role_allows(principal.role, domain, self.resource, self.action)
 
 
-def _readable_projects(session: Session, principal: Principal) -> frozenset[int] | None:
+def _readable_projects(principal: Principal) -> frozenset[int] | None:
     """Ids of the projects the caller may see, or None for all (an admin's unscoped token)."""
     if principal.is_admin:
         return principal.project_ids
-    mine = frozenset(rbac.user_projects(session, principal.user_id))
+    mine = frozenset(principal.project_roles)
     return mine if principal.project_ids is None else mine & principal.project_ids
 
 

@@ -14,7 +14,12 @@ from deepext.config import Settings
 APP_NAME = "deepext-api"
 
 
-@serve.deployment(name="api", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
+# Serve writes an access-log line per request by default; the audit log and `X-Request-ID` cover
+# what matters here, and the lines cost a measurable share of each request (benchmarks/api_load.py).
+QUIET_LOGS = {"enable_access_log": False, "log_level": "WARNING"}
+
+
+@serve.deployment(name="api", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, logging_config=QUIET_LOGS)
 @serve.ingress()
 class ApiIngress:
     """One API replica. It holds no CPU reservation, so training jobs keep the cluster's CPUs."""
@@ -40,7 +45,7 @@ def build_app(args: dict[str, Any]) -> Application:
 
 def start_api(settings: Settings, *, replicas: int = 1) -> str:
     """Run the API on the connected Ray (schema already migrated); returns its base URL."""
-    serve.start(http_options={"host": settings.api_host, "port": settings.api_port})
+    serve.start(http_options={"host": settings.api_host, "port": settings.api_port}, logging_config=QUIET_LOGS)
     app = build_app({**settings.model_dump(mode="json"), "replicas": replicas})
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     return f"http://{settings.api_host}:{settings.api_port}/api/v1"
