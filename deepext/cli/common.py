@@ -30,6 +30,8 @@ ProjectOption = typer.Option("demo", "--project", "-p", envvar="DEEPEXT_PROJECT"
 def reports_errors(fn: F) -> F:
     """Turn domain errors into one readable line and an exit code, never a traceback."""
 
+    from deepext.client import ApiError
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -37,6 +39,13 @@ def reports_errors(fn: F) -> F:
         except DeepextError as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2 if isinstance(exc, InvalidInput) else 1) from exc
+        except ApiError as exc:  # remote mode: the API's answer, with its request id for the admins
+            err.print(
+                f"[bold red]error:[/] {exc.message} (HTTP {exc.status}, request {exc.request_id})",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2 if exc.status == 422 else 1) from exc
 
     return wrapper  # type: ignore[return-value]
 

@@ -13,11 +13,14 @@ from deepext.cli.common import (
     ProjectOption,
     actor,
     byte_progress,
+    err,
     open_platform,
     out,
     print_json,
     reports_errors,
 )
+from deepext.cli.remote import remote_client
+from deepext.errors import InvalidInput
 
 datasets_app = typer.Typer(help="Versioned datasets.", no_args_is_help=True)
 
@@ -32,6 +35,14 @@ def datasets_push(
     description: str = typer.Option("", "--description", "-d"),
 ) -> None:
     """Push a file as a new immutable version (the same content again returns the existing one)."""
+    client = remote_client()
+    if client is not None:
+        if not path.is_file():
+            raise InvalidInput(f"{path}: the API takes one .jsonl, .csv or .parquet file", field="path")
+        with err.status(f"uploading {path.name} to {client.base_url}"):
+            uploaded = client.upload_dataset(project, name, path, labels=label, description=description)
+        _report_version(uploaded.version, uploaded.created)
+        return
     platform = open_platform()
     size = path.stat().st_size if path.is_file() else 0
     with byte_progress(f"pushing {path.name}", 2 * size) as advance:

@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from deepext.cli.common import ProjectOption, actor, err, open_platform, out, print_json, reports_errors
+from deepext.cli.remote import remote_client
+
+if TYPE_CHECKING:
+    from deepext.train.jobs import JobView
 
 jobs_app = typer.Typer(help="Training jobs (SFT, GRPO, custom scripts) on Ray.", no_args_is_help=True)
 
@@ -41,6 +46,13 @@ def jobs_submit(
     data = _load_config(config) if config else {}
     if script is not None:
         data["script"] = str(script)
+    client = remote_client()
+    if client is not None:  # through the API; a custom script's path is read on the platform's side
+        job = client.submit_job(project, kind, data, name=name, priority=priority, max_retries=retries)
+        out.print(f"job {job.id} queued ({job.kind}, {job.name}, priority {job.priority}) at {client.base_url}")
+        if wait:
+            _follow_until_done(lambda: client.job(project, job.id).job, job.id)
+        return
     platform = open_platform()
     job = submit_job(
         platform,
@@ -54,18 +66,20 @@ def jobs_submit(
     )
     out.print(f"job {job.id} queued ({job.kind}, {job.name}, priority {job.priority})")
     if wait:
-        _follow_until_done(platform, job.id)
+        from deepext.train import get_job
+
+        _follow_until_done(lambda: get_job(platform, job.id), job.id)
 
 
-def _follow_until_done(platform: Any, job_id: int) -> None:
-    from deepext.train import get_job
+def _follow_until_done(fetch: Callable[[], JobView], job_id: int) -> None:
+    """Poll the job (from the store, or the API in remote mode) with a live status line until it ends."""
     from deepext.train.jobs import FINISHED
 
     columns = ("[progress.description]{task.description}", BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task(f"job {job_id}", total=None)
         while True:
-            job = get_job(platform, job_id)
+            job = fetch()
             if job.state in FINISHED and not (job.state == "failed" and job.attempts <= job.max_retries):
                 break
             step = job.metrics.get("step")
@@ -103,11 +117,17 @@ def jobs_list(
 
 @jobs_app.command("show")
 @reports_errors
-def jobs_show(job_id: int) -> None:
+def jobs_show(job_id: int, project: str = ProjectOption) -> None:
     """A job's fields, events and latest metrics (JSON)."""
     from deepext.train import get_job, job_events
     from deepext.train.jobs import queue_position
 
+    client = remote_client()
+    if client is not None:
+        detail = client.job(project, job_id)
+        data = {**detail.job.__dict__, "queue_position": detail.queue_position}
+        print_json({**data, "events": [e.__dict__ for e in detail.events]})
+        return
     platform = open_platform()
     job = get_job(platform, job_id)
     data = {**job.__dict__, "queue_position": queue_position(platform, job_id)}
@@ -147,21 +167,23 @@ def jobs_logs(
 
 @jobs_app.command("cancel")
 @reports_errors
-def jobs_cancel(job_id: int) -> None:
+def jobs_cancel(job_id: int, project: str = ProjectOption) -> None:
     """Cancel a queued job or stop a running one (its processes end within seconds)."""
     from deepext.train import cancel_job
 
-    job = cancel_job(open_platform(), job_id, actor=actor())
+    client = remote_client()
+    job = client.cancel_job(project, job_id) if client else cancel_job(open_platform(), job_id, actor=actor())
     out.print(f"job {job.id} {job.state}")
 
 
 @jobs_app.command("retry")
 @reports_errors
-def jobs_retry(job_id: int) -> None:
+def jobs_retry(job_id: int, project: str = ProjectOption) -> None:
     """Queue a failed or cancelled job again (a GRPO job resumes from its last checkpoint)."""
     from deepext.train import retry
 
-    job = retry(open_platform(), job_id, actor=actor())
+    client = remote_client()
+    job = client.retry_job(project, job_id) if client else retry(open_platform(), job_id, actor=actor())
     out.print(f"job {job.id} {job.state}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from deepext.cli import remote
 from deepext.cli.audit import audit_app
 from deepext.cli.common import actor, open_platform, out, reports_errors
 from deepext.cli.datasets import datasets_app
@@ -27,6 +28,8 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(eval_app, name="eval")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
+app.command("login")(remote.login)
+app.command("logout")(remote.logout)
 
 
 # ---- platform

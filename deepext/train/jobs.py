@@ -210,9 +210,11 @@ def transition(
     *,
     expect: frozenset[str] | None = None,
     update: Callable[[Job], None] | None = None,
+    audited: tuple[str, str] | None = None,
 ) -> JobView:
     """Move a job to `to_state` and record the event, or raise Conflict if that move is not allowed
-    (or the job is not in one of `expect`): whoever loses a race sees the winner's state."""
+    (or the job is not in one of `expect`): whoever loses a race sees the winner's state.
+    `audited=(actor, action)` writes the audit row of a user's action in the same transaction."""
     with platform.db.session() as session:
         job, project = _load(session, job_id, lock=True)
         if expect is not None and job.state not in expect:
@@ -230,6 +232,9 @@ def transition(
             job.error, job.finished_at, job.started_at = None, None, None
         if update is not None:
             update(job)
+        if audited is not None:
+            actor, action = audited
+            audit.record(session, actor=actor, action=action, resource=f"job:{job.id}", project_id=job.project_id)
         session.flush()
         return _view(job, project)
 
@@ -261,8 +266,8 @@ def retry(platform: Platform, job_id: int, *, actor: str) -> JobView:
         f"retried by {actor}",
         expect=frozenset({JobState.FAILED, JobState.CANCELLED}),
         update=_one_more,
+        audited=(actor, "job.retry"),
     )
-    _audit(platform, actor, "job.retry", view)
     return view
 
 
@@ -292,12 +297,6 @@ def queue_position(platform: Platform, job_id: int) -> int | None:
             )
         )
         return int(ahead or 0) + 1
-
-
-def _audit(platform: Platform, actor: str, action: str, view: JobView) -> None:
-    with platform.db.session() as session:
-        project = get_project(session, view.project)
-        audit.record(session, actor=actor, action=action, resource=f"job:{view.id}", project_id=project.id)
 
 
 def output_folder(platform: Platform, job_id: int) -> Path:

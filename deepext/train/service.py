@@ -12,7 +12,7 @@ from typing import Any
 from deepext.db.models import JobState
 from deepext.errors import Conflict
 from deepext.platform import Platform
-from deepext.train.jobs import ACTIVE, JobView, _audit, create_job, get_job, transition
+from deepext.train.jobs import ACTIVE, JobView, create_job, get_job, transition
 from deepext.train.ray_jobs import RayJobs
 from deepext.train.specs import check_job
 
@@ -50,10 +50,9 @@ def cancel_job(platform: Platform, job_id: int, *, actor: str, ray_jobs: RayJobs
     job = get_job(platform, job_id)
     if job.state not in {JobState.QUEUED, *ACTIVE}:
         raise Conflict(f"job {job_id} is {job.state}; only queued, starting or running jobs can be cancelled")
-    view = transition(platform, job_id, JobState.CANCELLED, f"cancelled by {actor}")
+    view = transition(platform, job_id, JobState.CANCELLED, f"cancelled by {actor}", audited=(actor, "job.cancel"))
     if job.state in ACTIVE and job.ray_job_id:
         (ray_jobs or RayJobs(platform.settings)).stop(job.ray_job_id)
-    _audit(platform, actor, "job.cancel", view)
     return view
 
 

@@ -53,6 +53,13 @@ def test_each_successful_change_writes_one_row_in_its_transaction(api: Api) -> N
         assert row.token_id == token_id
         if method == "POST" and path == "/auth/tokens":
             created = response.json()
+    from deepext.train.jobs import create_job
+
+    job = create_job(api.platform, project="r1", kind="custom", config={}, resources={}, actor="admin")
+    for step in ("cancel", "retry"):
+        response = api.call("POST", f"/projects/r1/jobs/{job.id}/{step}", "admin")
+        assert response.status_code == 200, response.text
+        assert _one_row(api, response, outcome="ok", actor="admin").action == f"job.{step}"
     revoke = api.call("DELETE", f"/auth/tokens/{created['id']}", "admin")
     assert revoke.status_code == 204
     _one_row(api, revoke, outcome="ok", actor="admin")
