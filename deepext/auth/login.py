@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from deepext import audit
 from deepext.auth import ratelimit
@@ -24,13 +25,7 @@ def login(
             ratelimit.check_login_allowed(session, username, client_addr)
     except RateLimited:
         with db.session() as session:
-            audit.record(
-                session,
-                actor=username[:64],
-                action="auth.login",
-                resource=f"user:{username[:48]}",
-                outcome="rate_limited",
-            )
+            _record_failure(session, username, "rate_limited")
         raise
     with db.session() as session:
         user = session.scalar(select(User).where(User.username == username))
@@ -49,11 +44,10 @@ def login(
             return token, secret, user
     with db.session() as session:
         ratelimit.record_failure(session, username, client_addr)
-        audit.record(
-            session,
-            actor=username[:64],
-            action="auth.login",
-            resource=f"user:{username[:48]}",
-            outcome="unauthenticated",
-        )
+        _record_failure(session, username, "unauthenticated")
     raise Unauthenticated("wrong username or password")
+
+
+def _record_failure(session: Session, username: str, outcome: str) -> None:
+    """The audit row of a refused login (the name as typed, cut to the column's size)."""
+    audit.record(session, actor=username[:64], action="auth.login", resource=f"user:{username[:48]}", outcome=outcome)

@@ -33,13 +33,7 @@ def create_admin(
     email: str = typer.Option(None, "--email"),
 ) -> None:
     """Create an administrator account (asks for the password twice)."""
-    from deepext.auth.users import create_user
-
-    password = _read_password(password_stdin)
-    platform = open_platform()
-    with platform.db.session() as session:
-        user = create_user(session, username=username, password=password, email=email, admin=True, actor=actor())
-        out.print(f"created admin {user.username}")
+    _create(username, password_stdin, email, admin=True)
 
 
 @users_app.command("create")
@@ -50,13 +44,16 @@ def create(
     email: str = typer.Option(None, "--email"),
 ) -> None:
     """Create a user account."""
+    _create(username, password_stdin, email, admin=False)
+
+
+def _create(username: str, password_stdin: bool, email: str | None, *, admin: bool) -> None:
     from deepext.auth.users import create_user
 
     password = _read_password(password_stdin)
-    platform = open_platform()
-    with platform.db.session() as session:
-        user = create_user(session, username=username, password=password, email=email, actor=actor())
-        out.print(f"created user {user.username}")
+    with open_platform().db.session() as session:
+        user = create_user(session, username=username, password=password, email=email, admin=admin, actor=actor())
+        out.print(f"created {'admin' if admin else 'user'} {user.username}")
 
 
 @users_app.command("list")

@@ -74,6 +74,12 @@ class Access:
             raise RuntimeError("not a project route")
         return self.project
 
+    def check_in_project(self, owner: str, what: str) -> None:
+        """An object reached by id through this project's URL must belong to it: another project's
+        answers 'not found', like one that does not exist."""
+        if owner != self.project_name:
+            raise NotFound(f"{what} not found")
+
     def project_row(self, session: Session) -> Project:
         """The route's project, loaded in `session`."""
         row = session.get(Project, self.project_id)

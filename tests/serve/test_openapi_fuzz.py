@@ -16,6 +16,7 @@ EXAMPLES_PER_OPERATION = 25
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # the production store
 def test_no_generated_request_gets_a_server_error(api: Api) -> None:
     schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", api.client.app)
     failures: list[str] = []

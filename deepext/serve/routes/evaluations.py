@@ -7,10 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from deepext.errors import NotFound
 from deepext.eval.compare import Comparison, compare_runs
 from deepext.eval.results import RunView, get_run, list_runs
 from deepext.eval.suite import SuiteView, get_suite, list_suites, push_suite
+from deepext.platform import Platform
 from deepext.serve.deps import MAX_ID, Access, PlatformDep, RowId, allow
 from deepext.train.jobs import JobView
 from deepext.train.service import submit_job
@@ -27,10 +27,9 @@ class RunRequest(BaseModel):
     gpus_per_worker: float = Field(0, ge=0)
 
 
-def _run_in(platform, access: Access, run_id: int) -> RunView:
+def _run_in(platform: Platform, access: Access, run_id: int) -> RunView:
     run = get_run(platform, run_id)
-    if run.project != access.project_name:
-        raise NotFound(f"evaluation run {run_id} not found")
+    access.check_in_project(run.project, f"evaluation run {run_id}")
     return run
 
 

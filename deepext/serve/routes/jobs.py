@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from deepext.errors import NotFound
+from deepext.platform import Platform
 from deepext.serve.deps import MAX_ID, Access, PlatformDep, RowId, allow
 from deepext.train import jobs as job_store
 from deepext.train.jobs import JobEventView, JobView
@@ -38,11 +38,9 @@ class MetricRow(BaseModel):
     values: dict[str, Any]
 
 
-def _job_in(platform, access: Access, job_id: int) -> JobView:
-    """The job, if it belongs to the route's project (a job id of another project is 'not found')."""
+def _job_in(platform: Platform, access: Access, job_id: int) -> JobView:
     job = job_store.get_job(platform, job_id)
-    if job.project != access.project_name:
-        raise NotFound(f"job {job_id} not found")
+    access.check_in_project(job.project, f"job {job_id}")
     return job
 
 
