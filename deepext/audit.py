@@ -67,9 +67,9 @@ def record(
     request = current_request.current()
     entry = AuditEntry(
         at=dt.datetime.now(dt.UTC).replace(microsecond=0),
-        actor=actor,
+        actor=_storable(actor),
         action=action,
-        resource=resource,
+        resource=_storable(resource),
         project_id=project_id,
         detail=detail or {},
         token_id=request.token_id if request else None,
@@ -84,6 +84,12 @@ def record(
     if request is not None:
         request.audit_rows += 1
     return entry
+
+
+def _storable(text: str) -> str:
+    """What a request named may hold characters PostgreSQL text refuses (NUL): the row must still
+    be written, so they are shown escaped."""
+    return text.replace("\x00", "\\x00")
 
 
 def verify_chain(session: Session) -> int | None:

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deepext.errors import (
@@ -102,6 +103,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _body(request, exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> JSONResponse:
+        # Input that passed validation but that the database refuses to store, such as a NUL
+        # character in a PostgreSQL text column; the transaction was rolled back.
+        log.info("request %s: database refused a value: %s", _request_id(request), exc.orig)
+        return _body(request, 422, "invalid", "a value cannot be stored (text may not contain NUL characters)")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
