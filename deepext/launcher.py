@@ -77,9 +77,12 @@ def run_platform(settings: Settings, console: Console) -> None:
             pass
     finally:
         console.print("stopping ...")
-        from ray import serve
+        if not ray_info.started_locally:  # a shared cluster keeps running; take our API off it
+            from ray import serve
 
-        serve.shutdown()
-        ray.shutdown()
+            from deepext.serve.ingress import APP_NAME
+
+            serve.delete(APP_NAME)
+        ray.shutdown()  # a local Ray goes with everything on it, Serve included
         platform.close()
         console.print("deepext stopped.")
