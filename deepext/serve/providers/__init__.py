@@ -1,0 +1,1 @@
+"""External model providers behind the platform's OpenAI-compatible surface (the gateway)."""
