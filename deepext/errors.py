@@ -1,6 +1,7 @@
 """Domain errors. Each carries what the user needs to fix the problem; one handler per edge
 (CLI, HTTP) turns them into output: Unauthenticated -> 401, Forbidden -> 403, NotFound -> 404,
-Conflict -> 409, PayloadTooLarge -> 413, InvalidInput -> 422, RateLimited -> 429."""
+Conflict -> 409, PayloadTooLarge -> 413, InvalidInput -> 422, RateLimited -> 429,
+Unavailable -> 503."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ class RateLimited(DeepextError):
 
 class PayloadTooLarge(DeepextError):
     pass
+
+
+class Unavailable(DeepextError):
+    """Something the request needs is not serving now (a model still deploying, a failed engine)."""
 
 
 class Conflict(DeepextError):

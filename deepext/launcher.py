@@ -14,6 +14,7 @@ from deepext.cluster import connect_ray
 from deepext.config import Settings, config_file_path
 from deepext.demo import seed_demo
 from deepext.platform import Platform
+from deepext.serve.deployments import run_controller
 from deepext.serve.ingress import start_api
 from deepext.train.ray_jobs import RayJobs
 from deepext.train.scheduler import Scheduler
@@ -69,6 +70,8 @@ def run_platform(settings: Settings, console: Console) -> None:
     with console.status("starting the REST API on Ray Serve"):
         api_url = start_api(settings)
     console.print(f"rest api       {api_url} (OpenAPI docs {api_url}/docs)")
+    threading.Thread(target=run_controller, args=(platform, stop), name="deployments", daemon=True).start()
+    console.print(f"model serving  OpenAI-compatible at {api_url.removesuffix('/api/v1')}/v1 (deploy with the API)")
     if not has_admin(platform):
         console.print("first admin    none yet: create one with `deepext users create-admin NAME`")
     console.print(f"deepext is up in {time.perf_counter() - started:.1f} s. Press Ctrl-C to stop.")

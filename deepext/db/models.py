@@ -325,6 +325,30 @@ class AuditEntry(Base):
     entry_hash: Mapped[str] = mapped_column(String(64))
 
 
+class Deployment(Base):
+    """A model version served by Ray Serve: `deploying` -> `running` | `failed`; `stopping` ->
+    `stopped`. Names are unique among a project's deployments that are not stopped (checked in
+    code: a stopped name can be deployed again)."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (Index("ix_deployments_project_id_name", "project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    state: Mapped[str] = mapped_column(String(16))
+    min_replicas: Mapped[int] = mapped_column(Integer)
+    max_replicas: Mapped[int] = mapped_column(Integer)
+    cpus_per_replica: Mapped[float] = mapped_column(Float)
+    gpus_per_replica: Mapped[float] = mapped_column(Float)
+    max_model_len: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class EvalSuite(Base):
     """An immutable version of an evaluation suite: its checks and the exact dataset version it reads.
 

@@ -104,7 +104,7 @@ class RequestAuditMiddleware:
 
 def create_app(platform: Platform) -> FastAPI:
     """The API over one platform; syncs the role permissions from policy.csv into the store."""
-    from deepext.serve.routes import ROUTERS
+    from deepext.serve.routes import OPENAI_ROUTER, ROUTERS
 
     with platform.db.session() as session:
         rbac.sync_role_permissions(session)
@@ -123,6 +123,7 @@ def create_app(platform: Platform) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(OPENAI_ROUTER)
     app.add_middleware(RequestAuditMiddleware, platform=platform)
     return app
 

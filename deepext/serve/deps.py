@@ -27,7 +27,7 @@ from deepext.errors import Forbidden, NotFound, Unauthenticated
 from deepext.platform import Platform
 
 PUBLIC_ROUTES = {("POST", "/api/v1/auth/login"), ("GET", "/api/v1/health")}
-_SCOPED_TOKEN_SYSTEM_RIGHTS = {("self", "read"), ("projects", "read"), ("base_models", "read")}
+_SCOPED_TOKEN_SYSTEM_RIGHTS = {("self", "read"), ("projects", "read"), ("base_models", "read"), ("inference", "use")}
 _bearer = HTTPBearer(auto_error=False, description="A session token from /auth/login or a personal API token.")
 
 

@@ -26,6 +26,7 @@ from deepext.errors import (
     PayloadTooLarge,
     RateLimited,
     Unauthenticated,
+    Unavailable,
 )
 
 log = logging.getLogger("deepext.api")
@@ -38,6 +39,7 @@ STATUS = {
     PayloadTooLarge: (413, "payload_too_large"),
     InvalidInput: (422, "invalid"),
     RateLimited: (429, "rate_limited"),
+    Unavailable: (503, "unavailable"),
 }
 
 

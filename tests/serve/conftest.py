@@ -35,7 +35,8 @@ class Api:
         headers = dict(kwargs.pop("headers", {}))
         if caller is not None:
             headers["Authorization"] = f"Bearer {self.tokens[caller]}"
-        return self.client.request(method, f"/api/v1{path}", headers=headers, **kwargs)
+        url = path if path.startswith("/v1/") else f"/api/v1{path}"  # the OpenAI routes live at /v1
+        return self.client.request(method, url, headers=headers, **kwargs)
 
     def audit_rows(self, request_id: str) -> list[AuditEntry]:
         with self.platform.db.session() as session:

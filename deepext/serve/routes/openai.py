@@ -1,0 +1,182 @@
+"""The OpenAI-compatible surface for deployed models: `/v1/models`, `/v1/chat/completions`,
+`/v1/completions`, streaming included. Authenticated by the platform's tokens (as the `api_key` of
+any OpenAI client); a model is `PROJECT/NAME` and answers only callers who may chat in its project
+(others get 404, like for a model that does not exist).
+
+Requests go to the deployment's Ray Serve `LLMServer` through its handle, so a deployed model has
+no unauthenticated route.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from deepext.auth import rbac
+from deepext.errors import Forbidden, InvalidInput, Unavailable
+from deepext.models.versions import record_usage
+from deepext.serve.deployments import DeploymentView, app_name, engine_model_id, list_deployments, resolve_model
+from deepext.serve.deps import Access, PlatformDep, allow, info_of
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: str = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelCard]
+
+
+def _may_chat(request: Request, access: Access, project_id: int) -> bool:
+    authorizer: rbac.Authorizer = request.app.state.authorizer
+    principal, domain = access.principal, rbac.project_domain(project_id)
+    if not authorizer.allowed(principal.subject, domain, "chat", "use"):
+        return False
+    return principal.role is None or authorizer.role_allows(principal.role, domain, "chat", "use")
+
+
+def _visible_project_ids(access: Access) -> set[int] | None:
+    principal = access.principal
+    if principal.is_admin:
+        return set(principal.project_ids) if principal.project_ids is not None else None
+    mine = set(principal.project_roles)
+    return mine & principal.project_ids if principal.project_ids is not None else mine
+
+
+async def _model(request: Request, access: Access, platform: Any, public_name: str) -> tuple[DeploymentView, int]:
+    view = await run_in_threadpool(resolve_model, platform, public_name)  # 404 outside the caller's projects
+    with platform.db.session() as session:
+        from deepext.projects import get_project
+
+        project_id = get_project(session, view.project).id
+    info_of(request).project_id = project_id
+    if not _may_chat(request, access, project_id):
+        info_of(request).outcome = "denied"
+        raise Forbidden(f"your role in project {view.project!r} may not use its models")
+    return view, project_id
+
+
+@router.get("/models")
+def models(access: Annotated[Access, allow("inference", "use")], platform: PlatformDep) -> ModelList:
+    """The running deployments of the projects you are in."""
+    from sqlalchemy import select
+
+    from deepext.db.models import Project
+
+    visible = _visible_project_ids(access)
+    with platform.db.session() as session:
+        query = select(Project.name)
+        if visible is not None:
+            query = query.where(Project.id.in_(visible))
+        projects = list(session.scalars(query.order_by(Project.name)))
+    cards = []
+    for project in projects:
+        for view in list_deployments(platform, project):
+            if view.state == "running":
+                created = int(time.mktime(time.strptime(view.created_at[:19], "%Y-%m-%dT%H:%M:%S")))
+                cards.append(ModelCard(id=view.model, created=created, owned_by=project))
+    return ModelList(data=cards)
+
+
+async def _forward(request: Request, access: Access, platform: Any, kind: str) -> Any:
+    from ray import serve
+    from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest, ErrorResponse
+
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise InvalidInput(f"the body is not JSON: {exc}", field="body") from exc
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        raise InvalidInput("body.model: the model to call, PROJECT/NAME", field="body.model")
+    view, _project_id = await _model(request, access, platform, body["model"])
+    public_name = body["model"]
+    body["model"] = engine_model_id(view.id)
+    schema = ChatCompletionRequest if kind == "chat" else CompletionRequest
+    try:
+        parsed = schema.model_validate(body)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid {kind} request: {exc}", field="body") from exc
+    handle = serve.get_deployment_handle(f"LLMServer:{engine_model_id(view.id)}", app_name=app_name(view.id))
+    stream = getattr(handle.options(stream=True), kind).remote(parsed, None)
+    first = await stream.__anext__()
+    head = first[0] if isinstance(first, list) and first else first
+    if isinstance(head, ErrorResponse):
+        message = head.error.message.replace(body["model"], public_name)
+        raise (
+            InvalidInput(message, field=head.error.param) if 400 <= int(head.error.code) < 500 else Unavailable(message)
+        )
+    if not isinstance(first, list):  # one whole answer
+        answer = first.model_dump(mode="json")
+        answer["model"] = public_name
+        await run_in_threadpool(_count, platform, view, answer.get("usage"))
+        return JSONResponse(answer)
+    return StreamingResponse(_events(first, stream, public_name, view, platform), media_type="text/event-stream")
+
+
+async def _events(
+    first: list[str], rest: Any, public_name: str, view: DeploymentView, platform: Any
+) -> AsyncIterator[str]:
+    """The engine's server-sent events with the model renamed. The request is counted (with the
+    usage chunk's tokens, if the client asked for one) before `[DONE]` goes out: a client closes
+    the connection on `[DONE]`, and nothing after the last `yield` would run."""
+    usage: dict[str, Any] | None = None
+    counted = False
+    batch: list[str] = first
+    while True:
+        for event in batch:
+            payload = event.removeprefix("data: ").strip()
+            if payload == "[DONE]":
+                await run_in_threadpool(_count, platform, view, usage)
+                counted = True
+            elif payload:
+                chunk = json.loads(payload)
+                chunk["model"] = public_name
+                usage = chunk.get("usage") or usage
+                event = f"data: {json.dumps(chunk)}\n\n"
+            yield event
+        try:
+            batch = await rest.__anext__()
+        except StopAsyncIteration:
+            break
+        batch = batch if isinstance(batch, list) else [batch]
+    if not counted:
+        await run_in_threadpool(_count, platform, view, usage)
+
+
+def _count(platform: Any, view: DeploymentView, usage: dict[str, Any] | None) -> None:
+    from deepext.models.versions import get_model_version
+
+    version = get_model_version(platform, view.project, view.model_version)
+    record_usage(platform, version.id, requests=1, tokens=int((usage or {}).get("total_tokens") or 0))
+
+
+_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
+
+
+@router.post("/chat/completions", openapi_extra=_BODY)
+async def chat_completions(
+    request: Request, access: Annotated[Access, allow("inference", "use")], platform: PlatformDep
+) -> Any:
+    """OpenAI chat completions on a deployed model (`stream`, `n`, `logprobs`, `response_format`
+    with a JSON schema - vLLM's structured output - and usage in every answer)."""
+    return await _forward(request, access, platform, "chat")
+
+
+@router.post("/completions", openapi_extra=_BODY)
+async def completions(
+    request: Request, access: Annotated[Access, allow("inference", "use")], platform: PlatformDep
+) -> Any:
+    return await _forward(request, access, platform, "completions")
