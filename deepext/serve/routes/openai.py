@@ -129,31 +129,41 @@ async def _forward(request: Request, access: Access, platform: Any, kind: str) -
 async def _events(
     first: list[str], rest: Any, public_name: str, view: DeploymentView, platform: Any
 ) -> AsyncIterator[str]:
-    """The engine's server-sent events with the model renamed. The request is counted (with the
-    usage chunk's tokens, if the client asked for one) before `[DONE]` goes out: a client closes
-    the connection on `[DONE]`, and nothing after the last `yield` would run."""
+    """The engine's server-sent events, each batch the engine hands over sent on as one piece
+    (every piece is a message from this replica through Serve's proxy), with the engine's model
+    id replaced by the public name. The request is counted - with the usage chunk's tokens, if the
+    client asked for one - before `[DONE]` goes out: a client closes the connection on `[DONE]`,
+    and nothing after the last `yield` would run."""
+    engine_name = json.dumps(engine_model_id(view.id))
+    public = json.dumps(public_name)
     usage: dict[str, Any] | None = None
-    counted = False
     batch: list[str] = first
     while True:
-        for event in batch:
-            payload = event.removeprefix("data: ").strip()
-            if payload == "[DONE]":
-                await run_in_threadpool(_count, platform, view, usage)
-                counted = True
-            elif payload:
-                chunk = json.loads(payload)
-                chunk["model"] = public_name
-                usage = chunk.get("usage") or usage
-                event = f"data: {json.dumps(chunk)}\n\n"
-            yield event
+        text = "".join(batch).replace(f'"model":{engine_name}', f'"model":{public}')
+        if '"usage":{' in text:
+            usage = _last_usage(text) or usage
+        if "data: [DONE]" in text:
+            await run_in_threadpool(_count, platform, view, usage)
+            usage = None
+            yield text
+            return
+        yield text
         try:
             batch = await rest.__anext__()
         except StopAsyncIteration:
             break
         batch = batch if isinstance(batch, list) else [batch]
-    if not counted:
-        await run_in_threadpool(_count, platform, view, usage)
+    await run_in_threadpool(_count, platform, view, usage)
+
+
+def _last_usage(text: str) -> dict[str, Any] | None:
+    for event in reversed(text.split("\n\n")):
+        payload = event.removeprefix("data: ").strip()
+        if payload.startswith("{") and '"usage":{' in payload:
+            usage = json.loads(payload).get("usage")
+            if usage:
+                return dict(usage)
+    return None
 
 
 def _count(platform: Any, view: DeploymentView, usage: dict[str, Any] | None) -> None:
