@@ -3,15 +3,11 @@ job as the logged-in user, be refused what the role does not allow, log out."""
 
 from __future__ import annotations
 
-import socket
 import stat
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -20,6 +16,7 @@ from deepext.config import get_settings
 from deepext.db.models import AuditEntry
 from deepext.platform import Platform
 from deepext.serve.app import create_app
+from tests.helpers import uvicorn_in_thread
 from tests.serve.conftest import PASSWORD, seed_users
 from tests.serve.test_audit_api import ROWS
 
@@ -30,19 +27,8 @@ SCRIPT = Path(__file__).resolve().parent.parent / "train" / "scripts" / "raises.
 def server(platform: Platform) -> Iterator[str]:
     """The API under uvicorn in a thread, on a free port."""
     seed_users(platform)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    running = uvicorn.Server(uvicorn.Config(create_app(platform), port=port, log_level="warning"))
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    while not running.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        running.should_exit = True
-        thread.join(timeout=10)
+    with uvicorn_in_thread(create_app(platform)) as url:
+        yield url
 
 
 def _cli(*args: str, stdin: str | None = None) -> tuple[int, str]:

@@ -13,14 +13,7 @@ from pathlib import Path
 import pytest
 
 from deepext.client import DeepextClient
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.helpers import free_port
 
 
 @pytest.mark.slow
@@ -32,7 +25,7 @@ def test_up_starts_prints_addresses_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         "DEEPEXT_RAY_DASHBOARD_PORT": "0",
         "PYTHONUNBUFFERED": "1",
         "COLUMNS": "200",
-        "DEEPEXT_API_PORT": str(_free_port()),
+        "DEEPEXT_API_PORT": str(free_port()),
     }
     admin = subprocess.run(
         [sys.executable, "-m", "deepext.cli.main", "users", "create-admin", "root", "--password-stdin"],

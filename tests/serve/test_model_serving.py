@@ -6,15 +6,12 @@ counters, and undeploy."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
-import uvicorn
 
 from deepext.config import Settings
 from deepext.models.registry import register_base_model
@@ -22,6 +19,7 @@ from deepext.models.versions import get_model_version, register_model_version
 from deepext.platform import Platform
 from deepext.serve.app import create_app
 from deepext.serve.deployments import reconcile
+from tests.helpers import uvicorn_in_thread
 from tests.serve.conftest import seed_users
 
 
@@ -51,19 +49,10 @@ def served(ray_session: str, tiny_model: Path, tmp_path: Path) -> Iterator[tuple
         platform, project="p", name="assistant", folder=tiny_model, base_model="tiny-base", actor="test"
     )
     serve.start()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(platform), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
     try:
-        yield platform, f"http://127.0.0.1:{port}", tokens
+        with uvicorn_in_thread(create_app(platform)) as url:
+            yield platform, url, tokens
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         serve.shutdown()
         platform.close()
 

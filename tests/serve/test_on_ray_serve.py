@@ -3,7 +3,6 @@ Python client's main flow, the access matrix, and the audit rows it leaves."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,22 +14,17 @@ from deepext.client import ApiError, DeepextClient
 from deepext.config import Settings
 from deepext.platform import Platform
 from deepext.serve.app import create_app
+from tests.helpers import free_port
 from tests.serve.conftest import PASSWORD, Api, seed_users
 from tests.serve.test_access_matrix import add_special_callers, run_matrix
 from tests.serve.test_audit_api import ROWS
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
 def served(ray_session: str, postgres_url: str, tmp_path: Path) -> Iterator[tuple[Api, str]]:
     from deepext.serve.ingress import start_api, stop_api
 
-    settings = Settings(home=tmp_path / "home", database_url=postgres_url, api_port=_free_port())
+    settings = Settings(home=tmp_path / "home", database_url=postgres_url, api_port=free_port())
     platform = Platform.open(settings)
     tokens = seed_users(platform)
     url = start_api(settings)
