@@ -36,19 +36,21 @@ _PUBLIC_NAME = re.compile(r"^(?P<project>[a-z0-9][a-z0-9_-]*)/(?P<name>[a-z0-9][
 class DeploymentView:
     id: int
     project: str
+    project_id: int
     name: str
-    model: str = ""  # the name clients send: PROJECT/NAME
-    model_version: str = ""  # NAME@N of the served version
-    state: str = "deploying"
-    min_replicas: int = 1
-    max_replicas: int = 1
-    cpus_per_replica: float = 1.0
-    gpus_per_replica: float = 0.0
-    max_model_len: int = 2048
-    error: str | None = None
-    created_by: str = ""
-    created_at: str = ""
-    updated_at: str = ""
+    model: str  # the name clients send: PROJECT/NAME
+    model_version: str  # NAME@N of the served version
+    model_version_id: int
+    state: str
+    min_replicas: int
+    max_replicas: int
+    cpus_per_replica: float
+    gpus_per_replica: float
+    max_model_len: int
+    error: str | None
+    created_by: str
+    created_at: str
+    updated_at: str
 
 
 def app_name(deployment_id: int) -> str:
@@ -64,9 +66,11 @@ def _view(row: Deployment, project: str, version: ModelVersion) -> DeploymentVie
     return DeploymentView(
         id=row.id,
         project=project,
+        project_id=row.project_id,
         name=row.name,
         model=f"{project}/{row.name}",
         model_version=f"{version.name}@{version.version}",
+        model_version_id=version.id,
         state=row.state,
         min_replicas=row.min_replicas,
         max_replicas=row.max_replicas,
@@ -167,6 +171,21 @@ def list_deployments(platform: Platform, project: str, *, include_stopped: bool 
             query = query.where(Deployment.state != "stopped")
         rows = session.execute(query.order_by(Deployment.name, Deployment.id)).all()
         return [_view(row, owner.name, version) for row, version in rows]
+
+
+def running_deployments(platform: Platform, project_ids: frozenset[int] | None) -> list[DeploymentView]:
+    """The running deployments of these projects (None: of all), in one query."""
+    with platform.db.session() as session:
+        query = (
+            select(Deployment, Project.name, ModelVersion)
+            .join(Project, Project.id == Deployment.project_id)
+            .join(ModelVersion, ModelVersion.id == Deployment.model_version_id)
+            .where(Deployment.state == "running")
+        )
+        if project_ids is not None:
+            query = query.where(Deployment.project_id.in_(project_ids))
+        rows = session.execute(query.order_by(Project.name, Deployment.name)).all()
+        return [_view(row, project, version) for row, project, version in rows]
 
 
 def get_deployment(platform: Platform, project: str, name: str) -> DeploymentView:

@@ -138,7 +138,7 @@ class Require:
                     raise
                 principals.put(credentials.credentials, principal, version)
             info.principal = principal
-            readable = _readable_projects(principal)
+            readable = readable_projects(principal)
             context = current_request.current()
             if context is not None:
                 context.token_id = principal.token_id
@@ -165,13 +165,20 @@ class Require:
             if scoped and (self.resource, self.action) not in _SCOPED_TOKEN_SYSTEM_RIGHTS:
                 return False  # a scoped token acts only inside its projects (and cannot mint tokens)
             return authorizer.allowed(principal.subject, rbac.SYSTEM, self.resource, self.action)
-        domain = rbac.project_domain(project.id)
-        if not authorizer.allowed(principal.subject, domain, self.resource, self.action):
-            return False
-        return principal.role is None or authorizer.role_allows(principal.role, domain, self.resource, self.action)
+        return may_in_project(authorizer, principal, project.id, self.resource, self.action)
 
 
-def _readable_projects(principal: Principal) -> frozenset[int] | None:
+def may_in_project(
+    authorizer: rbac.Authorizer, principal: Principal, project_id: int, resource: str, action: str
+) -> bool:
+    """The caller's roles in the project allow it, and so does the token's role cap if it has one."""
+    domain = rbac.project_domain(project_id)
+    if not authorizer.allowed(principal.subject, domain, resource, action):
+        return False
+    return principal.role is None or authorizer.role_allows(principal.role, domain, resource, action)
+
+
+def readable_projects(principal: Principal) -> frozenset[int] | None:
     """Ids of the projects the caller may see, or None for all (an admin's unscoped token)."""
     if principal.is_admin:
         return principal.project_ids

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from deepext import audit
 from deepext.auth import rbac, tokens
@@ -73,14 +74,15 @@ class PasswordChange(BaseModel):
     new_password: str = Field(min_length=1, max_length=1024)
 
 
-def _me(session, user: User) -> Me:
-    roles = rbac.user_projects(session, user.id)
+def _me(session: Session, user: User) -> Me:
+    grants = rbac.grants_of(session, user.id)
+    roles = grants.project_roles
     names = dict(session.execute(select(Project.id, Project.name).where(Project.id.in_(roles))).tuples().all())
     return Me(
         username=user.username,
         email=user.email,
         display_name=user.display_name,
-        admin=rbac.is_admin(session, user.id),
+        admin=grants.admin,
         projects=[ProjectRole(project=names[pid], role=role) for pid, role in sorted(roles.items()) if pid in names],
     )
 

@@ -9,8 +9,8 @@ no unauthenticated route.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -19,11 +19,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from deepext.auth import rbac
 from deepext.errors import Forbidden, InvalidInput, Unavailable
 from deepext.models.versions import record_usage
-from deepext.serve.deployments import DeploymentView, app_name, engine_model_id, list_deployments, resolve_model
-from deepext.serve.deps import Access, PlatformDep, allow, info_of
+from deepext.platform import Platform
+from deepext.serve.deployments import DeploymentView, app_name, engine_model_id, resolve_model, running_deployments
+from deepext.serve.deps import Access, PlatformDep, allow, info_of, may_in_project, readable_projects
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -40,58 +40,28 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-def _may_chat(request: Request, access: Access, project_id: int) -> bool:
-    authorizer: rbac.Authorizer = request.app.state.authorizer
-    principal, domain = access.principal, rbac.project_domain(project_id)
-    if not authorizer.allowed(principal.subject, domain, "chat", "use"):
-        return False
-    return principal.role is None or authorizer.role_allows(principal.role, domain, "chat", "use")
-
-
-def _visible_project_ids(access: Access) -> set[int] | None:
-    principal = access.principal
-    if principal.is_admin:
-        return set(principal.project_ids) if principal.project_ids is not None else None
-    mine = set(principal.project_roles)
-    return mine & principal.project_ids if principal.project_ids is not None else mine
-
-
-async def _model(request: Request, access: Access, platform: Any, public_name: str) -> tuple[DeploymentView, int]:
+async def _model(request: Request, access: Access, platform: Platform, public_name: str) -> DeploymentView:
     view = await run_in_threadpool(resolve_model, platform, public_name)  # 404 outside the caller's projects
-    with platform.db.session() as session:
-        from deepext.projects import get_project
-
-        project_id = get_project(session, view.project).id
-    info_of(request).project_id = project_id
-    if not _may_chat(request, access, project_id):
+    info_of(request).project_id = view.project_id
+    if not may_in_project(request.app.state.authorizer, access.principal, view.project_id, "chat", "use"):
         info_of(request).outcome = "denied"
         raise Forbidden(f"your role in project {view.project!r} may not use its models")
-    return view, project_id
+    return view
 
 
 @router.get("/models")
 def models(access: Annotated[Access, allow("inference", "use")], platform: PlatformDep) -> ModelList:
     """The running deployments of the projects you are in."""
-    from sqlalchemy import select
-
-    from deepext.db.models import Project
-
-    visible = _visible_project_ids(access)
-    with platform.db.session() as session:
-        query = select(Project.name)
-        if visible is not None:
-            query = query.where(Project.id.in_(visible))
-        projects = list(session.scalars(query.order_by(Project.name)))
-    cards = []
-    for project in projects:
-        for view in list_deployments(platform, project):
-            if view.state == "running":
-                created = int(time.mktime(time.strptime(view.created_at[:19], "%Y-%m-%dT%H:%M:%S")))
-                cards.append(ModelCard(id=view.model, created=created, owned_by=project))
+    cards = [
+        ModelCard(
+            id=view.model, created=int(dt.datetime.fromisoformat(view.created_at).timestamp()), owned_by=view.project
+        )
+        for view in running_deployments(platform, readable_projects(access.principal))
+    ]
     return ModelList(data=cards)
 
 
-async def _forward(request: Request, access: Access, platform: Any, kind: str) -> Any:
+async def _forward(request: Request, access: Access, platform: Platform, kind: str) -> Any:
     from ray import serve
     from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest, ErrorResponse
 
@@ -101,7 +71,7 @@ async def _forward(request: Request, access: Access, platform: Any, kind: str) -
         raise InvalidInput(f"the body is not JSON: {exc}", field="body") from exc
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
         raise InvalidInput("body.model: the model to call, PROJECT/NAME", field="body.model")
-    view, _project_id = await _model(request, access, platform, body["model"])
+    view = await _model(request, access, platform, body["model"])
     public_name = body["model"]
     body["model"] = engine_model_id(view.id)
     schema = ChatCompletionRequest if kind == "chat" else CompletionRequest
@@ -127,7 +97,7 @@ async def _forward(request: Request, access: Access, platform: Any, kind: str) -
 
 
 async def _events(
-    first: list[str], rest: Any, public_name: str, view: DeploymentView, platform: Any
+    first: list[str], rest: Any, public_name: str, view: DeploymentView, platform: Platform
 ) -> AsyncIterator[str]:
     """The engine's server-sent events, each batch the engine hands over sent on as one piece
     (every piece is a message from this replica through Serve's proxy), with the engine's model
@@ -166,11 +136,8 @@ def _last_usage(text: str) -> dict[str, Any] | None:
     return None
 
 
-def _count(platform: Any, view: DeploymentView, usage: dict[str, Any] | None) -> None:
-    from deepext.models.versions import get_model_version
-
-    version = get_model_version(platform, view.project, view.model_version)
-    record_usage(platform, version.id, requests=1, tokens=int((usage or {}).get("total_tokens") or 0))
+def _count(platform: Platform, view: DeploymentView, usage: dict[str, Any] | None) -> None:
+    record_usage(platform, view.model_version_id, requests=1, tokens=int((usage or {}).get("total_tokens") or 0))
 
 
 _BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
