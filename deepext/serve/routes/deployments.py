@@ -27,6 +27,9 @@ class DeploymentCreate(BaseModel):
     cpus_per_replica: float = Field(1.0, gt=0, le=256)
     gpus_per_replica: float = Field(0.0, ge=0, le=16)
     max_model_len: int = Field(2048, ge=16, le=1_048_576)
+    lora_slots: int = Field(
+        0, ge=0, le=64, description="LoRA adapters its engine holds per replica, for LoRA versions to run on (0: none)"
+    )
 
 
 @router.get("")

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from deepext.errors import Forbidden, InvalidInput, Unavailable
 from deepext.models.versions import record_usage
 from deepext.platform import Platform
-from deepext.serve.deployments import DeploymentView, app_name, engine_model_id, resolve_model, running_deployments
+from deepext.serve.deployments import DeploymentView, resolve_model, running_deployments
 from deepext.serve.deps import Access, PlatformDep, allow, info_of, may_in_project, readable_projects
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -73,13 +73,15 @@ async def _forward(request: Request, access: Access, platform: Platform, kind: s
         raise InvalidInput("body.model: the model to call, PROJECT/NAME", field="body.model")
     view = await _model(request, access, platform, body["model"])
     public_name = body["model"]
-    body["model"] = engine_model_id(view.id)
+    body["model"] = view.engine_model
     schema = ChatCompletionRequest if kind == "chat" else CompletionRequest
     try:
         parsed = schema.model_validate(body)
     except ValueError as exc:
         raise InvalidInput(f"invalid {kind} request: {exc}", field="body") from exc
-    handle = serve.get_deployment_handle(f"LLMServer:{engine_model_id(view.id)}", app_name=app_name(view.id))
+    handle = serve.get_deployment_handle(view.handle, app_name=view.app)
+    if view.host_deployment_id is not None:  # a LoRA version: Serve routes to replicas holding its adapter
+        handle = handle.options(multiplexed_model_id=view.engine_model)
     stream = getattr(handle.options(stream=True), kind).remote(parsed, None)
     first = await stream.__anext__()
     head = first[0] if isinstance(first, list) and first else first
@@ -104,7 +106,7 @@ async def _events(
     id replaced by the public name. The request is counted - with the usage chunk's tokens, if the
     client asked for one - before `[DONE]` goes out: a client closes the connection on `[DONE]`,
     and nothing after the last `yield` would run."""
-    engine_name = json.dumps(engine_model_id(view.id))
+    engine_name = json.dumps(view.engine_model)
     public = json.dumps(public_name)
     usage: dict[str, Any] | None = None
     batch: list[str] = first
