@@ -326,3 +326,20 @@ def _view(row: EvalSuite, project: str, *, created: bool = False) -> SuiteView:
         created_at=created_at.isoformat(),
         created=created,
     )
+
+
+def load_suite_checks(reference: str | None, platform: Any, field: str) -> list[Any]:
+    """The check specs of the stored suite `PROJECT/NAME[@N]` (none for None), read before training
+    starts so a wrong name fails the run at once. `llm_judge` checks need a judge model's answers
+    and are left to evaluation runs."""
+    if reference is None:
+        return []
+    if "/" not in reference:
+        raise InvalidInput(f"eval suite {reference!r}: expected PROJECT/NAME[@N]", field=field)
+    if platform is None:
+        from deepext.config import get_settings
+        from deepext.platform import Platform
+
+        platform = Platform.open(get_settings())
+    project, name = reference.split("/", 1)
+    return [spec for spec in get_suite(platform, project, name).spec.check_specs() if spec.type != "llm_judge"]

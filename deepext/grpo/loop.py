@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from deepext.errors import Conflict, InvalidInput
+from deepext.eval.suite import load_suite_checks
 from deepext.grpo.config import GRPOConfig, parse_config
 from deepext.grpo.data import PromptSet, load_prompts, step_prompt_indices, total_steps
 from deepext.grpo.metrics import MetricsLog, read_metrics
@@ -112,7 +113,7 @@ def train(
                 "workers": workers,
                 "prompts": ray.put(prompts),
                 "eval_prompts": ray.put(eval_prompts),
-                "eval_checks": suite_checks(cfg, platform),
+                "eval_checks": load_suite_checks(cfg.schedule.eval_suite, platform, "schedule.eval_suite"),
                 "steps": steps,
                 "output": str(output),
                 "run_id": run_id,
@@ -375,24 +376,6 @@ def evaluate(
         metrics[f"eval/{check.spec.name}_pass_rate"] = statistics.fmean(float(r.passed) for r in results)
         metrics[f"eval/{check.spec.name}_score"] = statistics.fmean(r.score for r in results)
     return metrics
-
-
-def suite_checks(cfg: GRPOConfig, platform: Any) -> list[Any]:
-    """The check specs of `schedule.eval_suite`, read from the store before training starts."""
-    reference = cfg.schedule.eval_suite
-    if reference is None:
-        return []
-    if "/" not in reference:
-        raise InvalidInput(f"eval suite {reference!r}: expected PROJECT/NAME[@N]", field="schedule.eval_suite")
-    if platform is None:
-        from deepext.config import get_settings
-        from deepext.platform import Platform
-
-        platform = Platform.open(get_settings())
-    from deepext.eval.suite import get_suite
-
-    project, name = reference.split("/", 1)
-    return get_suite(platform, project, name).spec.check_specs()
 
 
 def learn_metrics(sums: dict[str, float], updates: int) -> dict[str, float]:

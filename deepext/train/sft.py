@@ -39,6 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deepext.errors import Conflict, DatasetFormatError, InvalidInput, invalid_config
+from deepext.eval.suite import load_suite_checks
 from deepext.grpo.config import ModelSettings, config_digest, load_config_file
 from deepext.grpo.data import read_rows
 from deepext.grpo.loop import RunResult
@@ -74,12 +75,20 @@ class SFTDataSettings(_Strict):
     completion_only_loss: bool = Field(
         True, description="Learn only the completion (the last assistant message of a chat), not the prompt."
     )
+    eval_dataset: str | None = Field(None, description="Held-out rows (same format) for training.eval_every.")
+    eval_path: str | None = Field(None, description="Held-out rows from a local JSONL file.")
 
     @model_validator(mode="after")
     def _one_source(self) -> SFTDataSettings:
         if (self.dataset is None) == (self.path is None):
             raise ValueError("give exactly one of data.dataset or data.path")
+        if self.eval_dataset is not None and self.eval_path is not None:
+            raise ValueError("give at most one of data.eval_dataset or data.eval_path")
         return self
+
+    @property
+    def has_eval(self) -> bool:
+        return self.eval_dataset is not None or self.eval_path is not None
 
 
 class SFTTrainingSettings(_Strict):
@@ -95,6 +104,12 @@ class SFTTrainingSettings(_Strict):
     gradient_checkpointing: bool = Field(False, description="Recompute activations: less memory, ~30% slower.")
     seed: int = 0
     logging_steps: int = Field(10, ge=1, description="Optimizer steps between metrics rows.")
+    eval_every: int = Field(0, ge=0, description="Steps between evaluations on the held-out rows; 0: none.")
+    eval_prompts: int = Field(32, ge=1, description="Held-out prompts answered (greedy) for eval_suite's checks.")
+    eval_max_new_tokens: int = Field(64, ge=1)
+    eval_suite: str | None = Field(
+        None, description="PROJECT/NAME[@N] of a stored eval suite whose checks score the held-out answers."
+    )
 
 
 class SFTResourceSettings(_Strict):
@@ -111,6 +126,14 @@ class SFTConfig(_Strict):
     training: SFTTrainingSettings = SFTTrainingSettings()
     resources: SFTResourceSettings = SFTResourceSettings()
     output_dir: str | None = Field(None, description="Where the run writes metrics and models; default under home.")
+
+    @model_validator(mode="after")
+    def _eval_needs_rows(self) -> SFTConfig:
+        if self.training.eval_every and not self.data.has_eval:
+            raise ValueError("training.eval_every needs held-out rows: set data.eval_dataset or data.eval_path")
+        if self.training.eval_suite and not self.training.eval_every:
+            raise ValueError("training.eval_suite runs every training.eval_every steps: set it above 0")
+        return self
 
     def digest(self) -> str:
         return config_digest(self)
@@ -261,6 +284,15 @@ def train_sft(
     import datasets
 
     dataset = datasets.Dataset.from_list(examples)
+    held_out: dict[str, Any] = {}
+    if cfg.training.eval_every:
+        eval_rows, eval_source = read_rows(cfg.data.eval_dataset, cfg.data.eval_path, platform)
+        eval_examples = to_examples(eval_rows, cfg.data, eval_source)
+        held_out = {
+            "eval_dataset": ray.put(datasets.Dataset.from_list(eval_examples)),
+            "eval_prompts": held_out_prompts(eval_examples, eval_rows, cfg.training.eval_prompts, eval_source),
+            "eval_checks": load_suite_checks(cfg.training.eval_suite, platform, "training.eval_suite"),
+        }
 
     _clear_previous_run(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -279,6 +311,7 @@ def train_sft(
             "dataset": ray.put(dataset),
             "output": str(output),
             "use_gpu": use_gpu,
+            **held_out,
         },
         scaling_config=ScalingConfig(
             num_workers=resources.num_workers, use_gpu=use_gpu, resources_per_worker=per_worker
@@ -344,6 +377,7 @@ def sft_worker(loop_config: dict[str, Any]) -> None:
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
+    from deepext.eval.checks import build_check
     from deepext.grpo.learner import resolve_dtype
 
     cfg = SFTConfig.model_validate(loop_config["config"])
@@ -358,6 +392,7 @@ def sft_worker(loop_config: dict[str, Any]) -> None:
     dtype = resolve_dtype(cfg.model.dtype, torch.device("cuda" if use_gpu else "cpu"))
     model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=dtype, local_files_only=local)
     dataset = ray.get(loop_config["dataset"])
+    eval_dataset = ray.get(loop_config["eval_dataset"]) if "eval_dataset" in loop_config else None
 
     peft_config = None
     if cfg.model.lora is not None:
@@ -372,6 +407,10 @@ def sft_worker(loop_config: dict[str, Any]) -> None:
             task_type="CAUSAL_LM",
         )
     log = MetricsLog(output) if rank == 0 else None
+    callbacks = [_progress_callback(log, world)]
+    if log is not None and loop_config.get("eval_checks"):
+        checks = [build_check(spec) for spec in loop_config["eval_checks"]]
+        callbacks.append(_suite_callback(log, tokenizer, loop_config["eval_prompts"], checks, cfg.training))
     with tempfile.TemporaryDirectory(prefix="deepext-sft-") as scratch:  # the Trainer wants a folder; it stays empty
         args = TRLSFTConfig(
             **trainer_arguments(cfg, scratch, use_gpu, prompt_completion="prompt" in dataset.column_names)
@@ -380,9 +419,10 @@ def sft_worker(loop_config: dict[str, Any]) -> None:
             model=model,
             args=args,
             train_dataset=dataset,
+            eval_dataset=eval_dataset,
             processing_class=tokenizer,
             peft_config=peft_config,
-            callbacks=[_progress_callback(log, world)],
+            callbacks=callbacks,
         )
         trainer.train()
     if log is not None:
@@ -420,6 +460,9 @@ def trainer_arguments(cfg: SFTConfig, output_dir: str, use_gpu: bool, *, prompt_
         "bf16": use_gpu,
         "ddp_backend": None if use_gpu else "gloo",  # the group Ray Train created; accelerate joins it
         "ddp_find_unused_parameters": False,  # every trainable parameter gets a gradient: skip DDP's extra walk
+        "eval_strategy": "steps" if training.eval_every else "no",
+        "eval_steps": training.eval_every or None,
+        "per_device_eval_batch_size": training.batch_size,
         "report_to": "none",
         "save_strategy": "no",
         "dataloader_num_workers": 0,
@@ -464,6 +507,71 @@ def _progress_callback(log: MetricsLog | None, world: int) -> Any:
             ray.train.report({"step": step, **row})
 
     return Progress()
+
+
+def held_out_prompts(
+    examples: list[dict[str, Any]], rows: list[dict[str, Any]], limit: int, source: str
+) -> list[tuple[Any, dict[str, Any]]]:
+    """(prompt, row) of the first `limit` held-out examples: the prompt is a chat (a list of
+    messages) or plain text, as the model will be asked; the row is what the checks read."""
+    if "text" in examples[0]:
+        raise InvalidInput(
+            f"{source}: text rows have no prompt to answer; eval_suite needs prompt/completion or messages rows",
+            field="training.eval_suite",
+        )
+    return [(example["prompt"], row) for example, row in zip(examples[:limit], rows, strict=False)]
+
+
+def _suite_callback(
+    log: MetricsLog, tokenizer: Any, prompts: list[tuple[Any, dict[str, Any]]], checks: list[Any], training: Any
+) -> Any:
+    """A TrainerCallback for rank 0: after each evaluation, greedy answers to the held-out prompts
+    scored by the suite's checks (`eval/<check>_pass_rate`, `eval/<check>_score`)."""
+    from transformers import TrainerCallback
+
+    class SuiteChecks(TrainerCallback):
+        def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            started = time.perf_counter()
+            texts = greedy_answers(model, tokenizer, [p for p, _ in prompts], training.eval_max_new_tokens)
+            row: dict[str, Any] = {"eval/seconds": time.perf_counter() - started}
+            for check in checks:
+                results = [check.evaluate(text, data) for text, (_, data) in zip(texts, prompts, strict=True)]
+                row[f"eval/{check.spec.name}_pass_rate"] = sum(r.passed for r in results) / len(results)
+                row[f"eval/{check.spec.name}_score"] = sum(r.score for r in results) / len(results)
+            log.write(int(state.global_step), row)
+
+    return SuiteChecks()
+
+
+def greedy_answers(model: Any, tokenizer: Any, prompts: list[Any], max_new_tokens: int, batch: int = 16) -> list[str]:
+    """The model's greedy answer to each prompt (a chat or text), in batches with left padding."""
+    import torch
+
+    texts = [
+        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list) else p
+        for p in prompts
+    ]
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    was_training = model.training
+    model.eval()
+    answers: list[str] = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(texts), batch):
+                encoded = tokenizer(
+                    texts[start : start + batch], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(model.device)
+                out = model.generate(
+                    **encoded, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+                )
+                new = out[:, encoded["input_ids"].shape[1] :]
+                answers += tokenizer.batch_decode(new, skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return answers
 
 
 def export(model: Any, tokenizer: Any, folder: Path) -> dict[str, Path]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from deepext.errors import DatasetFormatError, InvalidInput
+from deepext.errors import DatasetFormatError, InvalidInput, NotFound
 from deepext.train.context import MetricsFollower
 from deepext.train.sft import (
     SFTDataSettings,
@@ -365,3 +365,55 @@ def test_a_lora_run_on_two_workers_writes_the_adapter_and_a_merged_model(
     assert not merged[name].equal(base[name])  # the adapter is merged in
     assert (result.model_dir / "tokenizer.json").exists()
     assert losses(result.metrics)[-1] < losses(result.metrics)[0]
+
+
+def test_evaluation_settings_need_held_out_rows_and_steps() -> None:
+    with pytest.raises(InvalidInput, match=r"data\.eval_dataset or data\.eval_path"):
+        parse_sft_config({**BASE, "training": {"eval_every": 2}})
+    with pytest.raises(InvalidInput, match="eval_every"):
+        parse_sft_config(
+            {**BASE, "data": {"path": "a.jsonl", "eval_path": "b.jsonl"}, "training": {"eval_suite": "p/s"}}
+        )
+    cfg = parse_sft_config({**BASE, "data": {"path": "a.jsonl", "eval_path": "b.jsonl"}, "training": {"eval_every": 4}})
+    arguments = trainer_arguments(cfg, "/tmp/x", False, prompt_completion=True)
+    assert arguments["eval_strategy"] == "steps" and arguments["eval_steps"] == 4
+
+
+@pytest.mark.slow
+def test_a_stored_suite_scores_the_held_out_answers_while_sft_runs(
+    ray_session: Any, tiny_model: Path, tmp_path: Path
+) -> None:
+    from deepext.config import Settings
+    from deepext.eval.suite import push_suite
+    from deepext.platform import Platform
+    from deepext.projects import create_project
+
+    def sums(numbers: range) -> list[dict[str, Any]]:
+        return [{"prompt": f"What is {i} plus {i}?", "completion": f"{2 * i}", "answer": str(2 * i)} for i in numbers]
+
+    platform = Platform.open(Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'm.db'}"))
+    with platform.db.session() as session:
+        create_project(session, name="lab", actor="test")
+    platform.datasets.push("lab", "held", write_jsonl(tmp_path / "held.jsonl", sums(range(40, 46))), actor="test")
+    checks = [
+        {"name": "sum", "type": "exact_match"},
+        {"name": "digits", "type": "regex", "params": {"pattern": "^[0-9]+$"}},
+    ]
+    push_suite(platform, "lab", {"name": "sums", "dataset": "held@1", "checks": checks}, actor="test")
+    config = run_config(
+        tiny_model,
+        write_jsonl(tmp_path / "train.jsonl", sums(range(32))),
+        tmp_path,
+        data={"dataset": None, "eval_dataset": "lab/held@1"},
+        training={"eval_every": 4, "eval_suite": "lab/sums", "eval_prompts": 4, "eval_max_new_tokens": 6},
+    )
+    result = train_sft(config, platform=platform, run_id="scored")
+
+    held_out_loss = [row["step"] for row in result.metrics if "eval_loss" in row]
+    suite_rows = [row for row in result.metrics if "eval/sum_pass_rate" in row]
+    assert held_out_loss == [4, 8] and [row["step"] for row in suite_rows] == [4, 8]
+    for row in suite_rows:
+        assert 0.0 <= row["eval/sum_pass_rate"] <= 1.0 and 0.0 <= row["eval/digits_score"] <= 1.0
+    with pytest.raises(NotFound, match="nope"):
+        train_sft({**config, "training": {**config["training"], "eval_suite": "lab/nope"}}, platform=platform)
+    platform.close()
