@@ -18,10 +18,10 @@ import functools
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from deepext.errors import InvalidInput
@@ -37,7 +37,13 @@ class Settings(BaseSettings):
     home: Path = Field(DEFAULT_HOME, description="Folder for the embedded defaults.")
     database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in the home folder.")
     artifact_uri: str = Field("", description="Local folder or pyarrow/fsspec URI of the artifact store.")
-    vector_store_uri: str = Field("", description="Weaviate URL, or empty for the embedded store.")
+    vector_store_uri: str = Field("", description="Folder or URI of the embedded LanceDB vector store.")
+    vector_store: Literal["lancedb", "weaviate"] = Field(
+        "lancedb", description="Knowledge-base vectors: embedded LanceDB, or the Weaviate server at weaviate_url."
+    )
+    weaviate_url: str = Field("", description="Weaviate's HTTP URL, e.g. http://weaviate:8080 (vector_store=weaviate).")
+    weaviate_grpc_port: int = Field(50051, ge=1, le=65535, description="Weaviate's gRPC port (same host).")
+    weaviate_api_key: SecretStr | None = Field(None, description="Weaviate API key, if the server wants one.")
     ray_address: str | None = Field(None, description="Ray cluster address; unset starts a local Ray.")
     ray_num_cpus: int | None = Field(None, ge=1, description="CPUs a local Ray may use.")
     ray_dashboard_port: int = Field(8265, ge=0, le=65535)
@@ -45,9 +51,17 @@ class Settings(BaseSettings):
     jobs_per_project: int = Field(2, ge=1, description="Jobs of one project that may run at once.")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=0, le=65535)
+    ui_enabled: bool = Field(True, description="`deepext up` also starts the web app (Gradio).")
+    ui_host: str = "127.0.0.1"
+    ui_port: int = Field(7860, ge=0, le=65535, description="Port of the web app.")
     session_minutes: int = Field(60, ge=1, le=7 * 24 * 60, description="Lifetime of a login session token.")
     api_max_upload_mb: int = Field(1024, ge=1, description="Largest dataset upload the API accepts.")
     air_gapped: bool = Field(False, description="Refuse every outbound call to external providers.")
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Fernet key(s), comma-separated, the first encrypting, that encrypt provider API keys at "
+        "rest; unset: a key file created once in the home folder.",
+    )
 
     @field_validator("home", mode="after")
     @classmethod

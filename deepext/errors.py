@@ -1,7 +1,7 @@
 """Domain errors. Each carries what the user needs to fix the problem; one handler per edge
 (CLI, HTTP) turns them into output: Unauthenticated -> 401, Forbidden -> 403, NotFound -> 404,
 Conflict -> 409, PayloadTooLarge -> 413, InvalidInput -> 422, RateLimited -> 429,
-Unavailable -> 503."""
+BadGateway -> 502, Unavailable -> 503, GatewayTimeout -> 504."""
 
 from __future__ import annotations
 
@@ -40,6 +40,14 @@ class Unavailable(DeepextError):
 
 class Conflict(DeepextError):
     pass
+
+
+class BadGateway(DeepextError):
+    """An upstream service (an external model provider) failed or answered with an error of its own."""
+
+
+class GatewayTimeout(DeepextError):
+    """An upstream service (an external model provider) did not answer in time."""
 
 
 class InvalidInput(DeepextError):

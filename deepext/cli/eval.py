@@ -103,19 +103,32 @@ def suites_show(
 @reports_errors
 def eval_run(
     suite: str = typer.Argument(..., help="Suite NAME or NAME@N."),
-    target: str = typer.Option(..., "--model", "-m", help="A model version (NAME@N) or, with --base, a base model."),
+    target: str = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        help="NAME@N, or with --kind: a base model, PROJECT/NAME (deployment), PROJECT/PROVIDER/MODEL "
+        "(provider) or BASE_URL#MODEL (endpoint).",
+    ),
     project: str = ProjectOption,
-    base: bool = typer.Option(False, "--base", help="The target is a registered base model."),
+    base: bool = typer.Option(False, "--base", help="The target is a registered base model (--kind base_model)."),
+    kind: str = typer.Option(
+        "model_version", "--kind", help="model_version | base_model | deployment | provider | endpoint"
+    ),
+    key_env: str | None = typer.Option(None, "--key-env", help="Environment variable with an endpoint's API key."),
     workers: int = typer.Option(1, "--workers", help="vLLM actors generating in parallel."),
     as_job: bool = typer.Option(False, "--job", help="Queue it as an `eval` job instead of running it here."),
 ) -> None:
-    """Evaluate a model with a suite: vLLM actors on Ray generate, the checks score, the run is stored."""
+    """Evaluate a model with a suite and store the run: a model version or base model is generated
+    by vLLM actors on Ray; a deployment or provider model is called through the gateway as you."""
     platform = open_platform()
-    kind = "base_model" if base else "model_version"
+    kind = "base_model" if base else kind
     if as_job:
         from deepext.train import submit_job
 
-        config = {"suite": suite, "target": target, "target_kind": kind, "workers": workers}
+        config: dict[str, Any] = {"suite": suite, "target": target, "target_kind": kind, "workers": workers}
+        if key_env:
+            config["endpoint_key_env"] = key_env
         job = submit_job(platform, project=project, kind="eval", config=config, actor=actor())
         out.print(f"job {job.id} queued (eval {suite} on {target})")
         return
@@ -132,6 +145,7 @@ def eval_run(
             target_kind=kind,
             workers=Workers(count=workers),
             actor=actor(),
+            endpoint_key_env=key_env,
             progress=status.update,
         )
     _print_run(run)

@@ -12,6 +12,7 @@ from deepext.cli.datasets import datasets_app
 from deepext.cli.eval import eval_app
 from deepext.cli.grpo import grpo_app
 from deepext.cli.jobs import jobs_app
+from deepext.cli.knowledge import kb_app
 from deepext.cli.models import models_app
 from deepext.cli.users import users_app
 from deepext.config import get_settings
@@ -28,6 +29,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(eval_app, name="eval")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
+app.add_typer(kb_app, name="kb")
 app.command("login")(remote.login)
 app.command("logout")(remote.logout)
 

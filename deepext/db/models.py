@@ -410,3 +410,91 @@ class EvalExample(Base):
     output: Mapped[str] = mapped_column(Text)
     checks: Mapped[dict[str, Any]] = mapped_column()
     passed: Mapped[bool] = mapped_column(Boolean)
+
+
+class Provider(Base):
+    """An external model provider a project calls through the gateway (`PROJECT/PROVIDER/MODEL`):
+    an OpenAI-compatible base URL or Anthropic's Messages API. The API key is stored encrypted
+    (`deepext/serve/providers/secrets.py`); `api_key_hint` keeps its last characters for display."""
+
+    __tablename__ = "providers"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # openai | anthropic
+    base_url: Mapped[str] = mapped_column(String(512))
+    api_key_encrypted: Mapped[str | None] = mapped_column(Text)
+    api_key_hint: Mapped[str | None] = mapped_column(String(8))
+    models: Mapped[list[Any] | None] = mapped_column()  # allow-list of model names; None: any
+    timeout_s: Mapped[float] = mapped_column(Float)
+    connect_timeout_s: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class UsageEvent(Base):
+    """One call through the /v1 gateway to a deployment or a provider, ok or not. `model_version_id`
+    and `provider_id` have no foreign key on purpose: the accounting outlives what it counts."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (Index("ix_usage_events_project_id_at", "project_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    actor: Mapped[str] = mapped_column(String(64))
+    token_id: Mapped[int | None] = mapped_column()
+    target_kind: Mapped[str] = mapped_column(String(16))  # deployment | provider
+    model_version_id: Mapped[int | None] = mapped_column()
+    provider_id: Mapped[int | None] = mapped_column()
+    model: Mapped[str] = mapped_column(String(255))  # the public name the client called
+    endpoint: Mapped[str] = mapped_column(String(16))  # chat | completions
+    stream: Mapped[bool] = mapped_column(Boolean)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    ttft_ms: Mapped[int | None] = mapped_column(Integer)  # streams: until the first token went out
+    status: Mapped[str] = mapped_column(String(8))  # ok | error
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class KnowledgeBase(Base):
+    """A project's searchable documents: their chunks live in the vector store's collection
+    `kb_<id>`, embedded with `embedding_model` (`dimension` values per vector)."""
+
+    __tablename__ = "knowledge_bases"
+    # Ids are never reused (SQLite too): they name vector collections and chunk owners.
+    __table_args__ = (UniqueConstraint("project_id", "name"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    embedding_model: Mapped[str] = mapped_column(String(128))
+    dimension: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class KnowledgeDocument(Base):
+    """One document of a knowledge base; the same content (`content_sha256`) is stored once."""
+
+    __tablename__ = "knowledge_documents"
+    __table_args__ = (
+        UniqueConstraint("knowledge_base_id", "name"),
+        UniqueConstraint("knowledge_base_id", "content_sha256"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    knowledge_base_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # text | markdown | pdf
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

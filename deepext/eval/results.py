@@ -35,7 +35,7 @@ from deepext.projects import get_project
 if TYPE_CHECKING:
     from deepext.platform import Platform
 
-TARGET_KINDS = ("model_version", "base_model", "endpoint", "provider")
+TARGET_KINDS = ("model_version", "base_model", "deployment", "provider", "endpoint")
 RUN_STATES = ("running", "succeeded", "failed")
 GATING_SEVERITIES = frozenset({"error", "critical"})  # an example passes when all of these pass
 _BATCH = 1000  # examples per INSERT statement
@@ -158,8 +158,10 @@ def start_run(
     """Open a run of suite `suite` (NAME or NAME@N) on `target`, in state running.
 
     For a model version, `target` is any reference to it (`sft@production`); the run records the exact
-    `NAME@N` and the version's id. An endpoint is its URL, a provider model its name (`openai:gpt-4o`).
+    `NAME@N` and the version's id. Through the gateway: a deployment `PROJECT/NAME`, a provider model
+    `PROJECT/PROVIDER/MODEL`; any other OpenAI-compatible server: `BASE_URL#MODEL`.
     """
+    from deepext.eval.endpoint import check_gateway_target, parse_endpoint_target
     from deepext.models.versions import get_model_version
 
     if target_kind not in TARGET_KINDS:
@@ -175,6 +177,10 @@ def start_run(
         from deepext.models.registry import get_base_model
 
         target = get_base_model(platform, target).name
+    elif target_kind == "endpoint":
+        parse_endpoint_target(target)
+    else:
+        check_gateway_target(target, target_kind)
     with platform.db.session() as session:
         project_row = get_project(session, project)
         suite_row = resolve_suite(session, project_row, suite)

@@ -24,6 +24,7 @@ from deepext.serve.errors import ERROR_RESPONSES, install_error_handlers
 API_PREFIX = "/api/v1"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+_MODEL_CALLS = "/v1/"  # the OpenAI-compatible routes
 _OUTCOME_BY_STATUS = {401: "unauthenticated", 403: "denied", 404: "not_found", 409: "conflict", 429: "rate_limited"}
 
 
@@ -67,7 +68,7 @@ class RequestAuditMiddleware:
 
         async def finish(status: int) -> None:
             nonlocal written
-            if not written and self._needs_row(scope["method"], info, context):
+            if not written and self._needs_row(scope, status, info, context):
                 await anyio.to_thread.run_sync(self._write_row, scope, status, info)
             written = True
 
@@ -85,8 +86,11 @@ class RequestAuditMiddleware:
                 raise
 
     @staticmethod
-    def _needs_row(method: str, info: RequestInfo, context: current_request.RequestContext) -> bool:
-        return context.audit_rows == 0 and (method in _MUTATING or info.outcome is not None)
+    def _needs_row(scope: Scope, status: int, info: RequestInfo, context: current_request.RequestContext) -> bool:
+        """A successful model call (`/v1/...`) changes nothing: it is a usage event, not an audit row."""
+        if context.audit_rows or not (scope["method"] in _MUTATING or info.outcome is not None):
+            return False
+        return not (status < 400 and info.outcome is None and scope["path"].startswith(_MODEL_CALLS))
 
     def _write_row(self, scope: Scope, status: int, info: RequestInfo) -> None:
         principal = info.principal

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from deepext import audit
+from deepext import request as current_request
 from deepext.db.models import Deployment, ModelVersion, Project
 from deepext.errors import Conflict, InvalidInput, NotFound, Unavailable
 from deepext.models.versions import get_model_version, model_version_path
@@ -294,20 +296,40 @@ def stop_deployment(platform: Platform, project: str, name: str, *, actor: str) 
             raise Conflict(f"LoRA deployments run on {project}/{name}: stop {', '.join(dependents)} first")
         if row.state != "stopping":
             row.state, row.updated_at = "stopping", dt.datetime.now(dt.UTC)
+        _resolved.clear()  # this process stops routing to it at once (others within _RESOLVED_TTL_S)
         audit.record(
             session, actor=actor, action="deployment.stop", resource=f"deployment:{project}/{name}", project_id=owner.id
         )
         return _view(*_load(session, row.id))
 
 
+def _readable(project_id: int) -> bool:
+    """May this request see the project? (`get_project`'s rule, for a remembered lookup.)"""
+    context = current_request.current()
+    return context is None or context.readable_project_ids is None or project_id in context.readable_project_ids
+
+
+_RESOLVED_TTL_S = 1.0
+_resolved: dict[tuple[int, str], tuple[float, DeploymentView]] = {}
+
+
 def resolve_model(platform: Platform, public_name: str) -> DeploymentView:
-    """The running deployment clients call `PROJECT/NAME` (project visibility applies)."""
+    """The running deployment clients call `PROJECT/NAME` (project visibility applies).
+
+    A running deployment is remembered for a second: the gateway resolves the model of every
+    request, and three queries each would cost more than the rest of the hop; a stopped deployment
+    may still be reached in that second by API processes other than the one that stopped it."""
+    key = (id(platform), public_name)
+    cached = _resolved.get(key)
+    if cached is not None and time.monotonic() - cached[0] < _RESOLVED_TTL_S and _readable(cached[1].project_id):
+        return cached[1]
     match = _PUBLIC_NAME.match(public_name)
     if not match:
         raise NotFound(f"model {public_name!r} not found; deployed models are named PROJECT/NAME")
     view = get_deployment(platform, match["project"], match["name"])
     if view.state != "running":
         raise Unavailable(f"model {public_name} is {view.state}" + (f": {view.error}" if view.error else ""))
+    _resolved[key] = (time.monotonic(), view)
     return view
 
 
@@ -348,6 +370,7 @@ def _set_state(platform: Platform, deployment_id: int, state: str, error: str | 
     with platform.db.session() as session:
         row = session.get_one(Deployment, deployment_id)
         row.state, row.error, row.updated_at = state, error, dt.datetime.now(dt.UTC)
+    _resolved.clear()
 
 
 def reconcile(platform: Platform) -> None:

@@ -18,9 +18,11 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deepext.errors import (
+    BadGateway,
     Conflict,
     DeepextError,
     Forbidden,
+    GatewayTimeout,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
@@ -40,6 +42,8 @@ STATUS = {
     InvalidInput: (422, "invalid"),
     RateLimited: (429, "rate_limited"),
     Unavailable: (503, "unavailable"),
+    BadGateway: (502, "bad_gateway"),
+    GatewayTimeout: (504, "gateway_timeout"),
 }
 
 

@@ -69,6 +69,7 @@ def run_custom(ctx: JobContext, attempt: int) -> None:
 def run_eval(ctx: JobContext, attempt: int) -> None:
     """Evaluate the job's target with its suite; the run's aggregates become the job's metrics."""
     from deepext.eval.runner import Workers, evaluate
+    from deepext.train.jobs import get_job
 
     assert ctx.platform is not None and ctx.project is not None
     spec = ctx.job_config
@@ -78,9 +79,11 @@ def run_eval(ctx: JobContext, attempt: int) -> None:
         suite=spec["suite"],
         target=spec["target"],
         target_kind=spec.get("target_kind", "model_version"),
-        workers=Workers(spec["workers"], spec["cpus_per_worker"], spec["gpus_per_worker"]),
+        workers=Workers(spec.get("workers", 1), spec.get("cpus_per_worker", 1), spec.get("gpus_per_worker", 0)),
         job_id=ctx.job_id,
         actor=f"job:{ctx.job_id}",
+        caller=get_job(ctx.platform, ctx.job_id).owner if ctx.job_id is not None else None,
+        endpoint_key_env=spec.get("endpoint_key_env"),
     )
     ctx.report(0, eval_run=run.id, score=run.score or 0.0, pass_rate=run.pass_rate or 0.0)
 

@@ -130,23 +130,34 @@ def _check_custom(platform: Platform, project: str, config: dict[str, Any]) -> C
 
 
 def _check_eval(platform: Platform, project: str, config: dict[str, Any]) -> CheckedJob:
-    """`suite` (NAME or NAME@N, pinned), `target` (a model version or base model), `target_kind`,
-    `workers`, `cpus_per_worker`, `gpus_per_worker`."""
+    """`suite` (NAME or NAME@N, pinned), `target` and `target_kind` (a model version or base model,
+    generated on vLLM actors with `workers`, `cpus_per_worker`, `gpus_per_worker`; or a deployment,
+    provider model or endpoint, called over HTTP, with `endpoint_key_env` naming an endpoint's key)."""
+    from deepext.eval.endpoint import GATEWAY_KINDS, check_gateway_target, parse_endpoint_target
     from deepext.eval.runner import target_path
     from deepext.eval.suite import get_suite
 
-    allowed = {"suite", "target", "target_kind", "workers", "cpus_per_worker", "gpus_per_worker"}
+    allowed = {"suite", "target", "target_kind", "workers", "cpus_per_worker", "gpus_per_worker", "endpoint_key_env"}
     unknown = sorted(set(config) - allowed)
     if unknown:
         raise InvalidInput(f"eval job config: unknown field {unknown[0]!r}", field=unknown[0])
     for name in ("suite", "target"):
         if not isinstance(config.get(name), str) or not config[name]:
             raise InvalidInput(f"eval job config: {name} is required", field=name)
+    kind = config.get("target_kind", "model_version")
     try:
         suite = get_suite(platform, project, config["suite"])
-        target_path(platform, project, config["target"], config.get("target_kind", "model_version"))
+        if kind == "endpoint":
+            parse_endpoint_target(config["target"])
+        elif kind in GATEWAY_KINDS:
+            check_gateway_target(config["target"], kind)
+        else:
+            target_path(platform, project, config["target"], kind)
     except (NotFound, InvalidInput) as exc:
         raise InvalidInput(f"eval job: {exc}", field=getattr(exc, "field", None) or "target") from exc
+    if kind == "endpoint" or kind in GATEWAY_KINDS:  # the model runs elsewhere: the job only sends requests
+        pinned = {**config, "suite": suite.ref}
+        return CheckedJob(pinned, {"CPU": 0.5, "GPU": 0.0}, None)
     workers = int(config.get("workers", 1))
     cpus, gpus = float(config.get("cpus_per_worker", 1)), float(config.get("gpus_per_worker", 0))
     pinned = {**config, "suite": suite.ref, "workers": workers, "cpus_per_worker": cpus, "gpus_per_worker": gpus}

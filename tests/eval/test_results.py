@@ -101,7 +101,7 @@ def test_600_examples_are_stored_fast_and_aggregated_by_hand(
     checks = suite.spec.build_checks()
     examples = [evaluate_example(checks, index=i, row=_row(i), prompt=f"q{i}", output="x") for i in range(600)]
     run = start_run(
-        platform, project=project, suite="qa-suite", target="http://serve:8000/v1", target_kind="endpoint", actor="t"
+        platform, project=project, suite="qa-suite", target="http://serve:8000/v1#m", target_kind="endpoint", actor="t"
     )
     assert (run.state, run.suite, run.target_kind, run.examples_count) == ("running", "qa-suite@1", "endpoint", 0)
 
@@ -144,7 +144,7 @@ def test_aggregate_of_nothing_and_of_zero_weights() -> None:
 
 def test_a_run_takes_results_only_while_running(platform: Platform, project: str, suite: SuiteView) -> None:
     run = start_run(
-        platform, project=project, suite="qa-suite@1", target="openai:gpt-4o", target_kind="provider", actor="t"
+        platform, project=project, suite="qa-suite@1", target="demo/openai/gpt-4o", target_kind="provider", actor="t"
     )
     record_examples(platform, run.id, [_example(0, {"correct": True})])
     with pytest.raises(Conflict, match="already recorded"):
@@ -165,7 +165,9 @@ def test_a_run_takes_results_only_while_running(platform: Platform, project: str
     with pytest.raises(InvalidInput, match="target kind"):
         start_run(platform, project=project, suite="qa-suite", target="x", target_kind="laptop", actor="t")
     with pytest.raises(NotFound, match="suite demo/ghost not found"):
-        start_run(platform, project=project, suite="ghost", target="x", target_kind="endpoint", actor="t")
+        start_run(platform, project=project, suite="ghost", target="http://x#m", target_kind="endpoint", actor="t")
+    with pytest.raises(InvalidInput, match="BASE_URL#MODEL"):
+        start_run(platform, project=project, suite="qa-suite", target="x", target_kind="endpoint", actor="t")
 
 
 def test_runs_are_found_from_the_model_version(
@@ -175,14 +177,14 @@ def test_runs_are_found_from_the_model_version(
     newest = start_run(platform, project=project, suite="qa-suite", target="sft", actor="t")  # newest = sft@2
     assert (first.target, newest.target, newest.model_version_id is not None) == ("sft@1", "sft@2", True)
     second = finish_run(platform, newest.id, seconds=0.1)
-    endpoint = _finished_run(platform, "http://x", [], target_kind="endpoint")
+    endpoint = _finished_run(platform, "http://x#m", [], target_kind="endpoint")
 
     assert [r.id for r in list_runs(platform, project)] == [endpoint.id, second.id, first.id]
     assert [r.id for r in list_runs(platform, project, model_version="sft@1")] == [first.id]
     assert [r.id for r in list_runs(platform, project, suite="qa-suite@1", limit=1)] == [endpoint.id]
     assert list_runs(platform, project, suite="qa-suite", state="failed") == []
     assert latest_run(platform, project, "qa-suite", "sft@2").id == second.id
-    assert latest_run(platform, project, "qa-suite", "http://x").id == endpoint.id
+    assert latest_run(platform, project, "qa-suite", "http://x#m").id == endpoint.id
 
     push_suite(platform, project, {"name": "qa-suite", "dataset": "qa@1", "checks": CHECKS[:1]}, actor="test")
     later = _finished_run(platform, "sft@1", [_example(0, {"correct": False})])
@@ -205,8 +207,8 @@ def _pair(platform: Platform) -> tuple[RunView, RunView]:
     b[5] = _example(5, {**ok, "correct": False, "tone": False})
     b[8] = _example(8, {**ok, "tone": False})
     b[9] = _example(9, {**ok, "correct": False}, row={"prompt": "another question"})
-    return _finished_run(platform, "http://a", a, target_kind="endpoint"), _finished_run(
-        platform, "http://b", b, target_kind="endpoint"
+    return _finished_run(platform, "http://a#m", a, target_kind="endpoint"), _finished_run(
+        platform, "http://b#m", b, target_kind="endpoint"
     )
 
 
@@ -239,7 +241,7 @@ def test_compare_reports_deltas_and_flips(platform: Platform, project: str, suit
 def test_only_finished_runs_of_one_suite_compare(platform: Platform, project: str, suite: SuiteView) -> None:
     a, _ = _pair(platform)
     push_suite(platform, project, {"name": "other", "dataset": "qa@1", "checks": CHECKS}, actor="test")
-    other = start_run(platform, project=project, suite="other", target="http://c", target_kind="endpoint", actor="t")
+    other = start_run(platform, project=project, suite="other", target="http://c#m", target_kind="endpoint", actor="t")
     with pytest.raises(InvalidInput, match="is running"):
         compare_runs(platform, a.id, other.id)
     finish_run(platform, other.id)
@@ -320,13 +322,13 @@ def test_cli_gate_exits_0_when_the_candidate_holds_and_1_when_it_regresses(
     a, b = _pair(platform)
     code, output = _cli(platform, monkeypatch, "eval", "gate", "--baseline", str(a.id), "--candidate", str(b.id))
     assert code == 1, output
-    assert output.startswith(f"gate failed: run {b.id} (http://b) against run {a.id} (http://a), qa-suite")
+    assert output.startswith(f"gate failed: run {b.id} (http://b#m) against run {a.id} (http://a#m), qa-suite")
     assert "  correct.pass_rate dropped 0.9000 -> 0.8000 (-0.1000, more than the allowed 0.01)" in output
     assert "  no_pii.pass_rate dropped 1.0000 -> 0.9000" in output
 
     code, output = _cli(platform, monkeypatch, "eval", "gate", "-a", str(b.id), "-b", str(a.id), "--max-drop", "0.01")
     assert code == 0, output  # the other way round every metric improves (though #7 regresses)
-    assert output.startswith(f"gate passed: run {a.id} (http://a) against run {b.id} (http://b)")
+    assert output.startswith(f"gate passed: run {a.id} (http://a#m) against run {b.id} (http://b#m)")
 
     args = ["eval", "gate", "-a", str(b.id), "-b", str(a.id)]
     code, output = _cli(platform, monkeypatch, *args, "--require", "rule=no_pii", "--require", "score>=0.9")

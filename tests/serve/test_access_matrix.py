@@ -27,6 +27,9 @@ VIEWER = {
     ("jobs", "read"),
     ("evaluations", "read"),
     ("deployments", "read"),
+    ("providers", "read"),
+    ("usage", "read"),
+    ("knowledge", "read"),
 }
 MEMBER = VIEWER | {("evaluations", "run"), ("chat", "use")}
 MAINTAINER = MEMBER | {
@@ -36,6 +39,8 @@ MAINTAINER = MEMBER | {
     ("jobs", "cancel"),
     ("evaluations", "write"),
     ("deployments", "write"),
+    ("providers", "write"),
+    ("knowledge", "write"),
 }
 OWNER = MAINTAINER | {("project", "write"), ("members", "manage")}
 PROJECT_RIGHTS = {"viewer": VIEWER, "member": MEMBER, "maintainer": MAINTAINER, "owner": OWNER}
@@ -62,6 +67,7 @@ FILL = {
     "ref": "nope@1",
     "job_id": "999999",
     "run_id": "999999",
+    "document": "nope.md",
 }
 CALLERS = ["admin", *ROLES, "outsider", "anonymous", "expired", "revoked", "other_project", "viewer_capped"]
 

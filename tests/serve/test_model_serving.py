@@ -12,8 +12,10 @@ from pathlib import Path
 
 import openai
 import pytest
+from sqlalchemy import select
 
 from deepext.config import Settings
+from deepext.db.models import AuditEntry
 from deepext.models.registry import register_base_model
 from deepext.models.versions import get_model_version, register_model_version
 from deepext.platform import Platform
@@ -59,8 +61,57 @@ def served(ray_session: str, tiny_model: Path, tmp_path: Path) -> Iterator[tuple
         platform.close()
 
 
+def _evaluate_through_the_gateway(platform: Platform, url: str, tokens: dict[str, str], tmp_path: Path) -> None:
+    """The deployment as an evaluation target, and as its own judge, through the gateway as a
+    member; the same model as a plain OpenAI-compatible endpoint; refused for a viewer."""
+    from deepext.errors import Unavailable
+    from deepext.eval.endpoint import GATEWAY_KINDS
+    from deepext.eval.results import list_runs
+    from deepext.eval.runner import evaluate
+    from deepext.eval.suite import push_suite
+
+    rows = tmp_path / "qa.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"Say {i}", "answer": str(i)}) + "\n" for i in range(6)))
+    platform.datasets.push("p", "qa", rows, actor="test")
+    judge = {"rubric": "Is it right?", "scale": "1-5", "pass_at": 4, "judge": "p/chat"}
+    checks = [
+        {"name": "exact", "type": "exact_match"},
+        {"name": "judge", "type": "llm_judge", "severity": "info", "params": judge},
+    ]
+    suite = {"name": "qa", "dataset": "qa@1", "generation": {"max_new_tokens": 8}, "checks": checks}
+    push_suite(platform, "p", suite, actor="test")
+    before = get_model_version(platform, "p", "assistant@1").usage_requests
+
+    run = evaluate(platform, project="p", suite="qa", target="p/chat", target_kind="deployment",
+                   actor="member", gateway=f"{url}/v1")  # fmt: skip
+    assert run.state == "succeeded" and run.examples_count == 6 and "deployment" in GATEWAY_KINDS
+    assert get_model_version(platform, "p", "assistant@1").usage_requests == before + 12  # 6 answers, 6 verdicts
+    with platform.db.session() as session:  # the run's token was revoked when it ended
+        from deepext.db.models import ApiToken
+
+        minted = session.scalars(select(ApiToken).where(ApiToken.name == "evaluation of p/chat")).all()
+        assert minted and all(t.revoked_at is not None for t in minted)
+
+    import os
+
+    os.environ["TEST_ENDPOINT_KEY"] = tokens["member"]
+    try:
+        direct = evaluate(platform, project="p", suite="qa", target=f"{url}/v1#p/chat", target_kind="endpoint",
+                          actor="test", caller="member", gateway=f"{url}/v1",
+                          endpoint_key_env="TEST_ENDPOINT_KEY")  # fmt: skip
+    finally:
+        del os.environ["TEST_ENDPOINT_KEY"]
+    assert direct.state == "succeeded" and direct.examples_count == 6
+    with pytest.raises(Unavailable, match="403 for prompt"):
+        evaluate(platform, project="p", suite="qa", target="p/chat", target_kind="deployment",
+                 actor="viewer", gateway=f"{url}/v1")  # fmt: skip
+    assert [r.state for r in list_runs(platform, "p")][:1] == ["failed"]
+
+
 @pytest.mark.slow
-def test_a_deployed_version_answers_the_openai_client(served: tuple[Platform, str, dict[str, str]]) -> None:
+def test_a_deployed_version_answers_the_openai_client(
+    served: tuple[Platform, str, dict[str, str]], tmp_path: Path
+) -> None:
     platform, url, tokens = served
     api, maintainer = f"{url}/api/v1", {"Authorization": f"Bearer {tokens['maintainer']}"}
     import httpx
@@ -117,6 +168,11 @@ def test_a_deployed_version_answers_the_openai_client(served: tuple[Platform, st
         assert time.monotonic() < deadline, version
         time.sleep(0.2)
     assert version.usage_requests == 4 and version.usage_tokens > 0
+
+    with platform.db.session() as session:  # model calls are usage, not changes: no audit rows
+        assert session.scalars(select(AuditEntry).where(AuditEntry.resource.like("POST /v1/%"))).all() == []
+
+    _evaluate_through_the_gateway(platform, url, tokens, tmp_path)
 
     outsider = openai.OpenAI(base_url=f"{url}/v1", api_key=tokens["outsider"])
     assert outsider.models.list().data == []

@@ -8,11 +8,14 @@ from deepext.serve.routes import (
     evaluations,
     health,
     jobs,
+    knowledge,
     models,
     openai,
     projects,
     users,
 )
+from deepext.serve.routes import providers as providers_routes
+from deepext.serve.routes import usage as usage_routes
 
 ROUTERS = [
     health.router,
@@ -25,5 +28,9 @@ ROUTERS = [
     evaluations.router,
     deployments.router,
     audit_log.router,
+    providers_routes.router,
+    usage_routes.router,
+    knowledge.router,
+    knowledge.duplicates_router,
 ]
 OPENAI_ROUTER = openai.router  # mounted at /v1, where OpenAI clients look

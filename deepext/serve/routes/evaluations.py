@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -20,8 +20,12 @@ router = APIRouter(prefix="/projects/{project}/evaluations", tags=["evaluations"
 
 class RunRequest(BaseModel):
     suite: str = Field(description="NAME (newest version) or NAME@N")
-    target: str = Field(description="A model version reference (NAME@N) or a base model name.")
-    target_kind: str = Field("model_version", description="model_version or base_model")
+    target: str = Field(
+        description="NAME@N (model_version), a base model name (base_model), PROJECT/NAME (deployment), "
+        "PROJECT/PROVIDER/MODEL (provider) or BASE_URL#MODEL (endpoint)"
+    )
+    target_kind: Literal["model_version", "base_model", "deployment", "provider", "endpoint"] = "model_version"
+    endpoint_key_env: str | None = Field(None, max_length=128, description="env variable holding an endpoint's key")
     workers: int = Field(1, ge=1, le=64)
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float = Field(0, ge=0)
@@ -76,7 +80,8 @@ def start_run(
     project: str, body: RunRequest, access: Annotated[Access, allow("evaluations", "run")], platform: PlatformDep
 ) -> JobView:
     """Queue an evaluation job; its run appears under /runs when the job starts."""
-    return submit_job(platform, project=access.project_name, kind="eval", config=body.model_dump(), actor=access.actor)
+    config = body.model_dump(exclude_none=True)
+    return submit_job(platform, project=access.project_name, kind="eval", config=config, actor=access.actor)
 
 
 @router.get("/runs/{run_id}")

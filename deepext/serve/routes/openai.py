@@ -1,31 +1,56 @@
-"""The OpenAI-compatible surface for deployed models: `/v1/models`, `/v1/chat/completions`,
-`/v1/completions`, streaming included. Authenticated by the platform's tokens (as the `api_key` of
-any OpenAI client); a model is `PROJECT/NAME` and answers only callers who may chat in its project
-(others get 404, like for a model that does not exist).
+"""The OpenAI-compatible surface: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, streaming
+included. Authenticated by the platform's tokens (as the `api_key` of any OpenAI client); a model is
+a deployment, `PROJECT/NAME`, or an external provider's model, `PROJECT/PROVIDER/MODEL`, and answers
+only callers who may chat in its project (others get 404, like for a model that does not exist).
 
 Requests go to the deployment's Ray Serve `LLMServer` through its handle, so a deployed model has
-no unauthenticated route.
+no unauthenticated route; provider models are called over HTTP with the provider's own key
+(`deepext/serve/providers/forward.py`). Every call that reaches a model writes one usage event
+(`deepext/serve/usage.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import re
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+import httpx
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from deepext.errors import Forbidden, InvalidInput, Unavailable
-from deepext.models.versions import record_usage
+from deepext.knowledge.rag import MAX_TOP_K, augment_chat
 from deepext.platform import Platform
 from deepext.serve.deployments import DeploymentView, resolve_model, running_deployments
 from deepext.serve.deps import Access, PlatformDep, allow, info_of, may_in_project, readable_projects
+from deepext.serve.providers.forward import ProviderHttp, call_provider, ends_stream
+from deepext.serve.providers.registry import (
+    ProviderTarget,
+    check_air_gap,
+    is_provider_model,
+    provider_models,
+    resolve_provider_model,
+)
+from deepext.serve.usage import UsageMeter, record_call, record_call_soon
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+
+@contextlib.asynccontextmanager
+async def _provider_http_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Closes the providers' HTTP client (made on first use) when the app stops."""
+    yield
+    http: ProviderHttp | None = getattr(app.state, "provider_http", None)
+    if http is not None:
+        await http.aclose()
+
+
+router = APIRouter(prefix="/v1", tags=["openai"], lifespan=_provider_http_lifespan)
+_TOKEN_TEXT = re.compile(r'"(?:content|text)":"[^"]')  # a chunk carrying generated text
 
 
 class ModelCard(BaseModel):
@@ -49,31 +74,147 @@ async def _model(request: Request, access: Access, platform: Platform, public_na
     return view
 
 
+async def _provider(
+    request: Request, access: Access, platform: Platform, public_name: str
+) -> tuple[ProviderTarget, str]:
+    target, upstream_model = await run_in_threadpool(resolve_provider_model, platform, public_name)
+    info_of(request).project_id = target.project_id
+    if not may_in_project(request.app.state.authorizer, access.principal, target.project_id, "chat", "use"):
+        info_of(request).outcome = "denied"
+        raise Forbidden(f"your role in project {target.project!r} may not use its models")
+    return target, upstream_model
+
+
+def _meter(
+    access: Access, kind: str, body: dict[str, Any], project_id: int, target_kind: Literal["deployment", "provider"]
+) -> UsageMeter:
+    return UsageMeter(
+        project_id=project_id,
+        actor=access.actor,
+        token_id=access.principal.token_id,
+        target_kind=target_kind,
+        model=body["model"],
+        endpoint=kind,
+        stream=bool(body.get("stream")),
+    )
+
+
+def _provider_http(request: Request) -> httpx.AsyncClient:
+    """The app's pooled client for providers (one per process: one app per API replica)."""
+    state = request.app.state
+    if getattr(state, "provider_http", None) is None:
+        state.provider_http = ProviderHttp()
+    return state.provider_http.client()
+
+
 @router.get("/models")
 def models(access: Annotated[Access, allow("inference", "use")], platform: PlatformDep) -> ModelList:
-    """The running deployments of the projects you are in."""
+    """The running deployments of the projects you are in, and their providers' allow-listed
+    models (no provider is called)."""
+    projects = readable_projects(access.principal)
     cards = [
         ModelCard(
             id=view.model, created=int(dt.datetime.fromisoformat(view.created_at).timestamp()), owned_by=view.project
         )
-        for view in running_deployments(platform, readable_projects(access.principal))
+        for view in running_deployments(platform, projects)
+    ]
+    cards += [
+        ModelCard(id=model.id, created=int(model.created_at.timestamp()), owned_by=model.project)
+        for model in provider_models(platform, projects)
     ]
     return ModelList(data=cards)
 
 
 async def _forward(request: Request, access: Access, platform: Platform, kind: str) -> Any:
-    from ray import serve
-    from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest, ErrorResponse
-
     try:
         body = await request.json()
     except ValueError as exc:
         raise InvalidInput(f"the body is not JSON: {exc}", field="body") from exc
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-        raise InvalidInput("body.model: the model to call, PROJECT/NAME", field="body.model")
+        raise InvalidInput("body.model: the model to call, PROJECT/NAME or PROJECT/PROVIDER/MODEL", field="body.model")
+    rag = body.pop("rag", None)
+    if is_provider_model(body["model"]):
+        target, upstream_model = await _provider(request, access, platform, body["model"])
+        sources = await _retrieve(request, access, platform, target.project_id, kind, body, rag)
+        return await _forward_to_provider(request, access, platform, kind, body, target, upstream_model, sources)
     view = await _model(request, access, platform, body["model"])
+    sources = await _retrieve(request, access, platform, view.project_id, kind, body, rag)
+    meter = _meter(access, kind, body, view.project_id, "deployment")
+    meter.model_version_id = view.model_version_id
+    try:
+        return await _forward_to_deployment(view, platform, kind, body, meter, sources)
+    except Exception as exc:
+        meter.fail(str(exc) or type(exc).__name__)
+        await run_in_threadpool(record_call, platform, meter)
+        raise
+
+
+class RagOption(BaseModel):
+    """`"rag": {"knowledge_base": NAME, "top_k": K}` in a chat request: answer from the model's
+    project's knowledge base."""
+
+    model_config = ConfigDict(extra="forbid")
+    knowledge_base: str = Field(min_length=1, max_length=64)
+    top_k: int = Field(4, ge=1, le=MAX_TOP_K)
+
+
+async def _retrieve(
+    request: Request, access: Access, platform: Platform, project_id: int, kind: str, body: dict[str, Any], rag: Any
+) -> list[dict[str, Any]] | None:
+    """With a `rag` option, the chat's messages get the top-k chunks of the knowledge base as a
+    leading system message; returns the sources (None without the option)."""
+    if rag is None:
+        return None
+    if kind != "chat":
+        raise InvalidInput("rag: retrieval is for chat completions", field="body.rag")
+    try:
+        option = RagOption.model_validate(rag)
+    except ValueError as exc:
+        raise InvalidInput(f"rag: {exc}", field="body.rag") from exc
+    if not may_in_project(request.app.state.authorizer, access.principal, project_id, "knowledge", "read"):
+        info_of(request).outcome = "denied"
+        raise Forbidden("your role in this model's project may not read its knowledge bases")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise InvalidInput("messages: a list of {role, content} objects", field="body.messages")
+    body["messages"], sources = await run_in_threadpool(
+        augment_chat, platform, project_id, option.knowledge_base, messages, option.top_k
+    )
+    return sources
+
+
+def _sources_event(public_name: str, sources: list[dict[str, Any]]) -> str:
+    """The retrieved sources as a stream's first chunk: a chunk without choices (like the usage
+    chunk), so OpenAI clients pass it through."""
+    chunk = {"object": "chat.completion.chunk", "model": public_name, "choices": [], "sources": sources}
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+async def _with_sources(
+    events: AsyncIterator[str], public_name: str, sources: list[dict[str, Any]] | None
+) -> AsyncIterator[str]:
+    if sources is not None:
+        yield _sources_event(public_name, sources)
+    async for piece in events:
+        yield piece
+
+
+async def _forward_to_deployment(
+    view: DeploymentView,
+    platform: Platform,
+    kind: str,
+    body: dict[str, Any],
+    meter: UsageMeter,
+    sources: list[dict[str, Any]] | None = None,
+) -> Any:
+    from ray import serve
+    from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest, ErrorResponse
+
     public_name = body["model"]
     body["model"] = view.engine_model
+    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    if body.get("stream"):  # ask for the usage chunk: every call is accounted
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     schema = ChatCompletionRequest if kind == "chat" else CompletionRequest
     try:
         parsed = schema.model_validate(body)
@@ -93,39 +234,98 @@ async def _forward(request: Request, access: Access, platform: Platform, kind: s
     if not isinstance(first, list):  # one whole answer
         answer = first.model_dump(mode="json")
         answer["model"] = public_name
-        await run_in_threadpool(_count, platform, view, answer.get("usage"))
+        if sources is not None:
+            answer["sources"] = sources
+        meter.add_usage(answer.get("usage"))
+        await run_in_threadpool(record_call, platform, meter)
         return JSONResponse(answer)
-    return StreamingResponse(_events(first, stream, public_name, view, platform), media_type="text/event-stream")
+    events = _with_sources(_events(first, stream, public_name, view, meter, wants_usage), public_name, sources)
+    return StreamingResponse(_metered(events, meter, platform), media_type="text/event-stream")
+
+
+async def _forward_to_provider(
+    request: Request,
+    access: Access,
+    platform: Platform,
+    kind: str,
+    body: dict[str, Any],
+    target: ProviderTarget,
+    upstream_model: str,
+    sources: list[dict[str, Any]] | None = None,
+) -> Any:
+    meter = _meter(access, kind, body, target.project_id, "provider")
+    meter.provider_id = target.id
+    try:
+        check_air_gap(platform.settings, target.name, target.base_url)
+        answer = await call_provider(
+            _provider_http(request),
+            target,
+            endpoint=kind,
+            body=body,
+            upstream_model=upstream_model,
+            public_name=body["model"],
+            meter=meter,
+        )
+    except Exception as exc:
+        meter.fail(str(exc) or type(exc).__name__)
+        await run_in_threadpool(record_call, platform, meter)
+        raise
+    if isinstance(answer, dict):
+        if sources is not None:
+            answer["sources"] = sources
+        await run_in_threadpool(record_call, platform, meter)
+        return JSONResponse(answer)
+    events = _with_sources(answer, body["model"], sources)
+    return StreamingResponse(_metered(events, meter, platform), media_type="text/event-stream")
+
+
+async def _metered(events: AsyncIterator[str], meter: UsageMeter, platform: Platform) -> AsyncIterator[str]:
+    """`events` passed on, the call's usage event written just before the last event - `[DONE]`, or
+    an error - goes out (a client closes the connection on it, and nothing after the last `yield`
+    would run), or when the stream ends without one, or, if the client goes away first, in the
+    background."""
+    recorded = False
+    try:
+        async for piece in events:
+            if not recorded and ends_stream(piece):
+                await run_in_threadpool(record_call, platform, meter)
+                recorded = True
+            yield piece
+    except BaseException:  # the client went away (the task is cancelled) or the stream failed
+        if not recorded:
+            meter.fail("the stream was cut off before it ended")
+            record_call_soon(platform, meter)
+        raise
+    if not recorded:
+        await run_in_threadpool(record_call, platform, meter)
 
 
 async def _events(
-    first: list[str], rest: Any, public_name: str, view: DeploymentView, platform: Platform
+    first: list[str], rest: Any, public_name: str, view: DeploymentView, meter: UsageMeter, wants_usage: bool
 ) -> AsyncIterator[str]:
     """The engine's server-sent events, each batch the engine hands over sent on as one piece
     (every piece is a message from this replica through Serve's proxy), with the engine's model
-    id replaced by the public name. The request is counted - with the usage chunk's tokens, if the
-    client asked for one - before `[DONE]` goes out: a client closes the connection on `[DONE]`,
-    and nothing after the last `yield` would run."""
+    id replaced by the public name. The usage chunk's tokens go on the meter; the chunk itself is
+    sent only if the client asked for it."""
     engine_name = json.dumps(view.engine_model)
     public = json.dumps(public_name)
-    usage: dict[str, Any] | None = None
     batch: list[str] = first
     while True:
         text = "".join(batch).replace(f'"model":{engine_name}', f'"model":{public}')
+        if meter.ttft_ms is None and _TOKEN_TEXT.search(text):
+            meter.first_token()
         if '"usage":{' in text:
-            usage = _last_usage(text) or usage
-        if "data: [DONE]" in text:
-            await run_in_threadpool(_count, platform, view, usage)
-            usage = None
-            yield text
-            return
+            meter.add_usage(_last_usage(text))
+            if not wants_usage:
+                text = _without_usage_chunks(text)
         yield text
+        if "data: [DONE]" in text:
+            return
         try:
             batch = await rest.__anext__()
         except StopAsyncIteration:
             break
         batch = batch if isinstance(batch, list) else [batch]
-    await run_in_threadpool(_count, platform, view, usage)
 
 
 def _last_usage(text: str) -> dict[str, Any] | None:
@@ -138,8 +338,11 @@ def _last_usage(text: str) -> dict[str, Any] | None:
     return None
 
 
-def _count(platform: Platform, view: DeploymentView, usage: dict[str, Any] | None) -> None:
-    record_usage(platform, view.model_version_id, requests=1, tokens=int((usage or {}).get("total_tokens") or 0))
+def _without_usage_chunks(text: str) -> str:
+    """`text` without the usage-only chunks (no choices) the gateway asked the engine for."""
+    events = text.split("\n\n")
+    kept = [e for e in events if not ('"usage":{' in e and '"choices":[]' in e)]
+    return "\n\n".join(kept)
 
 
 _BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
@@ -150,7 +353,8 @@ async def chat_completions(
     request: Request, access: Annotated[Access, allow("inference", "use")], platform: PlatformDep
 ) -> Any:
     """OpenAI chat completions on a deployed model (`stream`, `n`, `logprobs`, `response_format`
-    with a JSON schema - vLLM's structured output - and usage in every answer)."""
+    with a JSON schema - vLLM's structured output - and usage in every answer) or on a provider's
+    model (`PROJECT/PROVIDER/MODEL`)."""
     return await _forward(request, access, platform, "chat")
 
 
