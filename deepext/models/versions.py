@@ -472,24 +472,29 @@ def record_usage(platform: Platform, version_id: int, *, requests: int = 1, toke
 
     One `UPDATE ... SET n = n + k`, so concurrent servers never lose an increment (no read first).
     """
+    with platform.db.session() as session:
+        add_usage(session, version_id, requests=requests, tokens=tokens)
+
+
+def add_usage(session: Session, version_id: int, *, requests: int = 1, tokens: int = 0) -> None:
+    """`record_usage` inside the caller's transaction."""
     if requests < 0 or tokens < 0:
         raise InvalidInput(f"usage increments must not be negative (requests={requests}, tokens={tokens})")
-    with platform.db.session() as session:
-        result = cast(
-            "CursorResult[Any]",
-            session.execute(
-                update(ModelVersion)
-                .where(ModelVersion.id == version_id)
-                .values(
-                    usage_requests=ModelVersion.usage_requests + requests,
-                    usage_tokens=ModelVersion.usage_tokens + tokens,
-                    last_used_at=utcnow(),
-                )
-                .execution_options(synchronize_session=False)
-            ),
-        )
-        if result.rowcount == 0:
-            raise NotFound(f"model version id {version_id} not found")
+    result = cast(
+        "CursorResult[Any]",
+        session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.id == version_id)
+            .values(
+                usage_requests=ModelVersion.usage_requests + requests,
+                usage_tokens=ModelVersion.usage_tokens + tokens,
+                last_used_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        ),
+    )
+    if result.rowcount == 0:
+        raise NotFound(f"model version id {version_id} not found")
 
 
 # ---- what a training job trains from

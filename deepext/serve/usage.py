@@ -23,7 +23,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from deepext.db.models import Provider, UsageEvent, utcnow
 from deepext.errors import InvalidInput
-from deepext.models.versions import record_usage
+from deepext.models.versions import add_usage
 from deepext.platform import Platform
 from deepext.projects import get_project
 
@@ -94,11 +94,10 @@ class UsageMeter:
 
 def record_call(platform: Platform, meter: UsageMeter) -> None:
     """Write the call's usage event; a deployment that answered also counts on its model version."""
-    with platform.db.session() as session:
+    with platform.db.session() as session:  # one transaction: one commit per call
         session.add(meter.row())
-    if meter.target_kind == "deployment" and meter.error is None and meter.model_version_id is not None:
-        tokens = meter.prompt_tokens + meter.completion_tokens
-        record_usage(platform, meter.model_version_id, requests=1, tokens=tokens)
+        if meter.target_kind == "deployment" and meter.error is None and meter.model_version_id is not None:
+            add_usage(session, meter.model_version_id, requests=1, tokens=meter.prompt_tokens + meter.completion_tokens)
 
 
 def record_call_soon(platform: Platform, meter: UsageMeter) -> None:
