@@ -11,18 +11,23 @@ its status, code, message, field and request id.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 from pydantic import TypeAdapter
 
 from deepext.datasets.service import VersionView
-from deepext.eval.results import RunView
+from deepext.eval.compare import Comparison
+from deepext.eval.results import ExampleResult, RunView
 from deepext.eval.suite import SuiteView
+from deepext.knowledge.bases import KnowledgeBaseView
 from deepext.models.registry import BaseModelView
 from deepext.models.versions import ModelVersionView
+from deepext.serve.deployments import DeploymentView
+from deepext.serve.providers.registry import ProviderPublic
 from deepext.serve.routes.audit_log import AuditRow, ChainCheck
 from deepext.serve.routes.auth import LoginResponse, Me, TokenCreated, TokenPublic
 from deepext.serve.routes.datasets import DatasetSummary, SplitResult, Uploaded
@@ -63,18 +68,23 @@ class DeepextClient:
             headers["Authorization"] = f"Bearer {self.token}"
         response = self._http.request(method, path, headers=headers, **kwargs)
         if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                error = {"code": "http_error", "message": response.text[:500]}
-            raise ApiError(
-                response.status_code,
-                error.get("code", "http_error"),
-                error.get("message", ""),
-                error.get("field"),
-                response.headers.get("x-request-id", ""),
-            )
+            self._raise(response)
         return response
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> NoReturn:
+        """The error answer as an `ApiError` (its JSON `error` body, or the text of a non-JSON one)."""
+        try:
+            error = response.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            error = {"code": "http_error", "message": response.text[:500]}
+        raise ApiError(
+            response.status_code,
+            error.get("code", "http_error"),
+            error.get("message", ""),
+            error.get("field"),
+            response.headers.get("x-request-id", ""),
+        )
 
     def _call(self, kind: Any, method: str, path: str, **kwargs: Any) -> Any:
         """The answer parsed as `kind` (each public method declares the type it returns)."""
@@ -146,18 +156,30 @@ class DeepextClient:
         return self._call(list[dict[str, Any]], "GET", path, params={"rows": rows})
 
     def upload_dataset(
-        self, project: str, name: str, path: Path | str, *, labels: list[str] | None = None, description: str = ""
+        self,
+        project: str,
+        name: str,
+        path: Path | str,
+        *,
+        labels: list[str] | None = None,
+        description: str = "",
+        progress: Callable[[int, int], None] | None = None,
     ) -> Uploaded:
-        """Stream the file (never read whole into memory)."""
+        """Stream the file (never read whole into memory); `progress(sent, total)` after each chunk."""
         path = Path(path)
+        total = path.stat().st_size
 
         def chunks() -> Iterator[bytes]:
+            sent = 0
             with path.open("rb") as source:
                 while chunk := source.read(_CHUNK):
                     yield chunk
+                    sent += len(chunk)
+                    if progress is not None:
+                        progress(sent, total)
 
         params: dict[str, Any] = {"filename": path.name, "labels": labels or [], "description": description}
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(total)}
         return self._call(
             Uploaded,
             "POST",
@@ -187,6 +209,51 @@ class DeepextClient:
 
     def lineage(self, project: str, ref: str) -> Lineage:
         return self._call(Lineage, "GET", f"/projects/{project}/models/{ref}/lineage")
+
+    def change_model_version(
+        self,
+        project: str,
+        ref: str,
+        *,
+        stage: str | None = None,
+        add_tags: list[str] | None = None,
+        remove_tags: list[str] | None = None,
+    ) -> ModelVersionView:
+        """Move a version to `stage`, or add / remove tags (the API takes one kind of change per call)."""
+        body: dict[str, Any] = {"stage": stage} if stage is not None else {}
+        body |= {"add_tags": add_tags or [], "remove_tags": remove_tags or []}
+        return self._call(ModelVersionView, "PATCH", f"/projects/{project}/models/{ref}", json=body)
+
+    # ---- deployments
+    def deployments(self, project: str) -> list[DeploymentView]:
+        return self._call(list[DeploymentView], "GET", f"/projects/{project}/deployments")
+
+    def deploy(self, project: str, name: str, model_version: str, **settings: Any) -> DeploymentView:
+        """Deploy `model_version` as PROJECT/`name`; `settings`: min_replicas, max_replicas,
+        cpus_per_replica, gpus_per_replica, max_model_len, lora_slots."""
+        body = {"name": name, "model_version": model_version, **settings}
+        return self._call(DeploymentView, "POST", f"/projects/{project}/deployments", json=body)
+
+    def undeploy(self, project: str, name: str) -> DeploymentView:
+        return self._call(DeploymentView, "DELETE", f"/projects/{project}/deployments/{name}")
+
+    # ---- providers (keys go in, never come out)
+    def providers(self, project: str) -> list[ProviderPublic]:
+        return self._call(list[ProviderPublic], "GET", f"/projects/{project}/providers")
+
+    def create_provider(self, project: str, spec: dict[str, Any]) -> ProviderPublic:
+        return self._call(ProviderPublic, "POST", f"/projects/{project}/providers", json=spec)
+
+    def update_provider(self, project: str, name: str, changes: dict[str, Any]) -> ProviderPublic:
+        """Change the given fields; `{"api_key": None}` removes the key."""
+        return self._call(ProviderPublic, "PATCH", f"/projects/{project}/providers/{name}", json=changes)
+
+    def delete_provider(self, project: str, name: str) -> None:
+        self._request("DELETE", f"/projects/{project}/providers/{name}")
+
+    # ---- knowledge bases
+    def knowledge_bases(self, project: str) -> list[KnowledgeBaseView]:
+        return self._call(list[KnowledgeBaseView], "GET", f"/projects/{project}/knowledge-bases")
 
     # ---- jobs
     def submit_job(
@@ -239,9 +306,79 @@ class DeepextClient:
     def evaluation_run(self, project: str, run_id: int) -> RunView:
         return self._call(RunView, "GET", f"/projects/{project}/evaluations/runs/{run_id}")
 
+    def evaluation_examples(
+        self, project: str, run_id: int, *, failed_only: bool = False, limit: int = 100, offset: int = 0
+    ) -> list[ExampleResult]:
+        """A run's examples (the row, prompt, output and each check's verdict with its reason)."""
+        params = {"failed_only": failed_only, "limit": limit, "offset": offset}
+        path = f"/projects/{project}/evaluations/runs/{run_id}/examples"
+        return self._call(list[ExampleResult], "GET", path, params=params)
+
+    def compare_evaluations(self, project: str, baseline: int, candidate: int) -> Comparison:
+        params = {"baseline": baseline, "candidate": candidate}
+        return self._call(Comparison, "GET", f"/projects/{project}/evaluations/compare", params=params)
+
     # ---- audit (admins)
     def audit(self, **filters: Any) -> list[AuditRow]:
         return self._call(list[AuditRow], "GET", "/audit", params={k: v for k, v in filters.items() if v is not None})
 
     def verify_audit(self) -> ChainCheck:
         return self._call(ChainCheck, "GET", "/audit/verify")
+
+    def export_audit(self, format: str = "jsonl", **filters: Any) -> bytes:
+        """Every matching audit row, oldest first, as JSON lines or CSV."""
+        params = {"format": format, **{k: v for k, v in filters.items() if v is not None}}
+        return self._request("GET", "/audit/export", params=params).content
+
+    def update_user(
+        self, username: str, *, active: bool | None = None, admin: bool | None = None, password: str | None = None
+    ) -> UserPublic:
+        body = {"active": active, "admin": admin, "password": password}
+        return self._call(UserPublic, "PATCH", f"/users/{username}", json=body)
+
+    # ---- the OpenAI-compatible gateway (/v1, beside /api/v1)
+    def _openai(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self._request(method, f"{self.base_url}/v1{path}", **kwargs)
+
+    def chat_models(self) -> list[str]:
+        """The model names the caller may chat with (`PROJECT/NAME`, `PROJECT/PROVIDER/MODEL`)."""
+        return [card["id"] for card in self._openai("GET", "/models").json()["data"]]
+
+    def chat_stream(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        *,
+        rag: dict[str, Any] | None = None,
+        on_sources: Callable[[list[dict[str, Any]]], None] | None = None,
+        **sampling: Any,
+    ) -> Iterator[str]:
+        """The assistant's answer to `messages`, piece by piece as the model streams it. With `rag`
+        (`{"knowledge_base": NAME, "top_k": K}`) the gateway retrieves first and sends the passages it
+        used as one `{"sources": [...]}` event before the answer; `on_sources` receives them."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        body = {"model": model, "messages": messages, "stream": True, **sampling}
+        if rag is not None:
+            body["rag"] = rag
+        url = f"{self.base_url}/v1/chat/completions"
+        with self._http.stream("POST", url, json=body, headers=headers) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._raise(response)
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line.removeprefix("data:").strip()
+                if data == "[DONE]":
+                    return
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    error = chunk["error"]
+                    raise ApiError(500, error.get("code", "stream_error"), error.get("message", ""), None, "")
+                if "sources" in chunk and "choices" not in chunk:
+                    if on_sources is not None:
+                        on_sources(list(chunk["sources"]))
+                    continue
+                for choice in chunk.get("choices", []):
+                    if piece := (choice.get("delta") or {}).get("content"):
+                        yield piece

@@ -1,5 +1,6 @@
 """`deepext up`: bring the platform up on its configured stores and Ray - the job scheduler and the
-REST API on Ray Serve - and take it down on Ctrl-C. (The Gradio app starts from here too, later.)
+REST API on Ray Serve, and the web app (Gradio) on its own port unless `ui_enabled` is off - and take
+it down on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from typing import Any
 
 from rich.console import Console
 
@@ -26,6 +28,14 @@ def start_scheduler(platform: Platform, stop: threading.Event) -> Scheduler:
     scheduler = Scheduler(platform, RayJobs(platform.settings))
     threading.Thread(target=scheduler.run, args=(stop,), name="job-scheduler", daemon=True).start()
     return scheduler
+
+
+def start_ui(settings: Settings, api_url: str) -> tuple[Any, str]:
+    """The Gradio web app in this process's threads, talking to the API at `api_url`; (app, its URL)."""
+    from apps.gradio.app import build_app, launch
+
+    app = build_app(api_url)
+    return app, launch(app, host=settings.ui_host, port=settings.ui_port)
 
 
 def has_admin(platform: Platform) -> bool:
@@ -72,6 +82,11 @@ def run_platform(settings: Settings, console: Console) -> None:
     console.print(f"rest api       {api_url} (OpenAPI docs {api_url}/docs)")
     threading.Thread(target=run_controller, args=(platform, stop), name="deployments", daemon=True).start()
     console.print(f"model serving  OpenAI-compatible at {api_url.removesuffix('/api/v1')}/v1 (deploy with the API)")
+    ui = None
+    if settings.ui_enabled:
+        with console.status("starting the web app"):
+            ui, ui_url = start_ui(settings, api_url)
+        console.print(f"web app        {ui_url} (log in with a platform user)")
     if not has_admin(platform):
         console.print("first admin    none yet: create one with `deepext users create-admin NAME`")
     console.print(f"deepext is up in {time.perf_counter() - started:.1f} s. Press Ctrl-C to stop.")
@@ -80,6 +95,8 @@ def run_platform(settings: Settings, console: Console) -> None:
             pass
     finally:
         console.print("stopping ...")
+        if ui is not None:
+            ui.close()
         if not ray_info.started_locally:  # a shared cluster keeps running; take our API off it
             from ray import serve
 

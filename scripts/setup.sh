@@ -6,6 +6,9 @@
 #   DEEPEXT_EXTRAS       pip extras to install (default: cpu,demo,dev; use cuda,demo on GPU hosts)
 #   DEEPEXT_TORCH_INDEX  extra pip index for torch's +cpu wheel outside this project's machines,
 #                        e.g. https://download.pytorch.org/whl/cpu
+#
+# With the dev extra it also makes sure Debian's Chromium is at /usr/bin/chromium (the web app's
+# browser tests drive it with Playwright; Playwright's own browser download is not used).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,6 +16,21 @@ venv="$root/.venv"
 extras="${DEEPEXT_EXTRAS:-cpu,demo,dev}"
 stamp="$venv/.deepext-setup"
 want=$( (cat "$root/pyproject.toml" "$root/scripts/setup.sh"; echo "$extras") | sha256sum | cut -c1-64)
+
+# Debian's chromium for tests/ui (checked on every run: it can go missing without the venv changing).
+if [[ ",$extras," == *",dev,"* ]] && [ ! -x /usr/bin/chromium ]; then
+  as_root=()
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && as_root=(sudo -n)
+  if command -v apt-get >/dev/null && { [ "$(id -u)" -eq 0 ] || [ ${#as_root[@]} -gt 0 ]; }; then
+    echo "deepext set-up: installing chromium (apt) for the web app's browser tests" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    "${as_root[@]}" apt-get install -y -q chromium >/dev/null 2>&1 \
+      || { "${as_root[@]}" apt-get update -q >/dev/null 2>&1 && "${as_root[@]}" apt-get install -y -q chromium >/dev/null; } \
+      || echo "deepext set-up: could not install chromium; tests/ui will fail until /usr/bin/chromium exists" >&2
+  else
+    echo "deepext set-up: /usr/bin/chromium is missing (install Debian's chromium for tests/ui)" >&2
+  fi
+fi
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/deepext" ]; then
   exit 0

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from deepext.client import DeepextClient
@@ -26,6 +27,7 @@ def test_up_starts_prints_addresses_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         "PYTHONUNBUFFERED": "1",
         "COLUMNS": "200",
         "DEEPEXT_API_PORT": str(free_port()),
+        "DEEPEXT_UI_PORT": str(free_port()),
     }
     admin = subprocess.run(
         [sys.executable, "-m", "deepext.cli.main", "users", "create-admin", "root", "--password-stdin"],
@@ -66,6 +68,9 @@ def test_up_starts_prints_addresses_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         assert "demo" in [p.name for p in client.projects()]
         assert [d.name for d in client.datasets("demo")] == ["capitals"]
     assert (tmp_path / "home" / "deepext.db").exists()
+    ui_url = next(line.split()[2] for line in lines if line.startswith("web app"))
+    assert ui_url == f"http://127.0.0.1:{env['DEEPEXT_UI_PORT']}"
+    assert httpx.get(ui_url, timeout=30).status_code == 200
 
     stopped_at = time.monotonic()
     process.send_signal(signal.SIGINT)

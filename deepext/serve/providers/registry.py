@@ -109,7 +109,21 @@ def _check_models(models: list[str] | None) -> list[str] | None:
     return list(dict.fromkeys(models))
 
 
-class ProviderCreate(BaseModel):
+class _CheckedFields(BaseModel):
+    """The base URL and model allow-list checks, shared by create and update."""
+
+    @field_validator("base_url", check_fields=False)
+    @classmethod
+    def _base_url(cls, url: str | None) -> str | None:
+        return None if url is None else check_base_url(url)
+
+    @field_validator("models", check_fields=False)
+    @classmethod
+    def _models(cls, models: list[str] | None) -> list[str] | None:
+        return _check_models(models)
+
+
+class ProviderCreate(_CheckedFields):
     """A provider to register. With a preset's name (`openai`, `anthropic`, `qwen`, `siliconflow`,
     `ollama`, `lmstudio`) as `preset` - or as `name` - `kind` and `base_url` may be left out."""
 
@@ -121,16 +135,6 @@ class ProviderCreate(BaseModel):
     models: list[str] | None = Field(None, description="allow-list of model names; unset: any model")
     timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0, le=3600, description="longest wait for the provider's answer")
     connect_timeout_s: float = Field(DEFAULT_CONNECT_TIMEOUT_S, gt=0, le=300)
-
-    @field_validator("base_url")
-    @classmethod
-    def _base_url(cls, url: str | None) -> str | None:
-        return None if url is None else check_base_url(url)
-
-    @field_validator("models")
-    @classmethod
-    def _models(cls, models: list[str] | None) -> list[str] | None:
-        return _check_models(models)
 
     @model_validator(mode="after")
     def _fill_from_preset(self) -> ProviderCreate:
@@ -146,7 +150,7 @@ class ProviderCreate(BaseModel):
         return self
 
 
-class ProviderUpdate(BaseModel):
+class ProviderUpdate(_CheckedFields):
     """What PATCH changes; fields left out stay. `api_key: null` removes the key."""
 
     base_url: str | None = Field(None, max_length=512)
@@ -154,16 +158,6 @@ class ProviderUpdate(BaseModel):
     models: list[str] | None = Field(None, description="null: any model")
     timeout_s: float | None = Field(None, gt=0, le=3600)
     connect_timeout_s: float | None = Field(None, gt=0, le=300)
-
-    @field_validator("base_url")
-    @classmethod
-    def _base_url(cls, url: str | None) -> str | None:
-        return None if url is None else check_base_url(url)
-
-    @field_validator("models")
-    @classmethod
-    def _models(cls, models: list[str] | None) -> list[str] | None:
-        return _check_models(models)
 
 
 class ProviderPublic(BaseModel):

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from deepext.eval.compare import Comparison, compare_runs
-from deepext.eval.results import RunView, get_run, list_runs
+from deepext.eval.results import ExampleResult, RunView, get_run, list_runs, run_examples
 from deepext.eval.suite import SuiteView, get_suite, list_suites, push_suite
 from deepext.platform import Platform
 from deepext.serve.deps import MAX_ID, Access, PlatformDep, RowId, allow
@@ -89,6 +89,22 @@ def run(
     project: str, run_id: RowId, access: Annotated[Access, allow("evaluations", "read")], platform: PlatformDep
 ) -> RunView:
     return _run_in(platform, access, run_id)
+
+
+@router.get("/runs/{run_id}/examples")
+def examples(
+    project: str,
+    run_id: RowId,
+    access: Annotated[Access, allow("evaluations", "read")],
+    platform: PlatformDep,
+    failed_only: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> list[ExampleResult]:
+    """A run's examples in dataset order - the row, the prompt, the output, each check's verdict
+    and reason; `failed_only` keeps those an error or critical check failed."""
+    _run_in(platform, access, run_id)
+    return run_examples(platform, run_id, failed_only=failed_only, limit=limit, offset=offset)
 
 
 @router.get("/compare")

@@ -1,0 +1,325 @@
+"""Training: the project's job queue, a job page that follows the job live (state, progress, metric
+plots polled with `after_step`, logs), cancel and retry, and a new-job form for SFT and GRPO whose
+YAML view is what gets submitted. Viewers see the queue and jobs; what they may not do is not offered.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+import yaml
+
+from apps.gradio.engine import Engine, ok_text
+from apps.gradio.pages import Page
+from apps.gradio.session import UiSession
+from deepext.serve.routes.jobs import JobDetail
+from deepext.train.jobs import JobView
+
+QUEUE_COLUMNS = ["id", "name", "kind", "state", "attempts", "owner", "created", "started", "finished"]
+FINISHED = {"succeeded", "failed", "cancelled"}
+POLL_SECONDS = 2.0
+# Plot -> which metric keys it draws (GRPO's names; SFT logs loss too).
+PLOTS: dict[str, re.Pattern[str]] = {
+    "reward": re.compile(r"^reward(_mean|/.+_mean)$"),
+    "loss": re.compile(r"^(train_)?loss$|^eval_loss$"),
+    "kl": re.compile(r"^kl(_mean)?$"),
+    "completion length": re.compile(r"^completion_len_mean$"),
+}
+
+
+# ---- pure helpers (tested without a browser)
+def queue_table(jobs: list[JobView]) -> pd.DataFrame:
+    def when(at: Any) -> str:
+        return f"{at:%m-%d %H:%M:%S}" if at else ""
+
+    rows = [
+        {
+            "id": j.id,
+            "name": j.name,
+            "kind": j.kind,
+            "state": j.state,
+            "attempts": f"{j.attempts}/{j.max_retries + 1}",
+            "owner": j.owner or "",
+            "created": when(j.created_at),
+            "started": when(j.started_at),
+            "finished": when(j.finished_at),
+        }
+        for j in jobs
+    ]
+    return pd.DataFrame(rows, columns=QUEUE_COLUMNS)
+
+
+def total_steps(job: JobView) -> int | None:
+    """The steps the job will run, when its config says (GRPO `schedule.steps`, SFT `training.max_steps`)."""
+    config = job.config
+    steps = (config.get("schedule") or {}).get("steps") or (config.get("training") or {}).get("max_steps")
+    return int(steps) if steps else None
+
+
+def progress_html(job: JobView, last_step: int | None) -> str:
+    total = total_steps(job)
+    done = 1.0 if job.state == "succeeded" else (min((last_step or 0) / total, 1.0) if total else 0.0)
+    label = f"step {last_step if last_step is not None else 0} of {total}" if total else f"step {last_step or 0}"
+    return (
+        f'<div class="job-progress"><progress value="{done:.3f}" max="1" style="width:100%"></progress>'
+        f"<div><small>{label} · {done:.0%}</small></div></div>"
+    )
+
+
+def plot_frames(rows: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    """Metric rows (`{"step", "values"}`) as one long frame (step, value, series) per plot."""
+    frames: dict[str, list[dict[str, Any]]] = {name: [] for name in PLOTS}
+    for row in rows:
+        for key, value in row["values"].items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            for plot, pattern in PLOTS.items():
+                if pattern.match(key):
+                    frames[plot].append({"step": row["step"], "value": float(value), "series": key})
+    return {name: pd.DataFrame(points, columns=["step", "value", "series"]) for name, points in frames.items()}
+
+
+def job_header(detail: JobDetail) -> str:
+    job = detail.job
+    parts = [f"### Job #{job.id} · {job.name} · `{job.kind}` · **{job.state}**"]
+    facts = [f"attempt {job.attempts} of {job.max_retries + 1}", f"owner {job.owner or '-'}"]
+    if detail.queue_position is not None:
+        facts.append(f"queue position {detail.queue_position}")
+    if job.output_key:
+        facts.append(f"output `{job.output_key}`")
+    parts.append(" · ".join(facts))
+    if job.error:
+        parts.append(f"**Error:** {job.error}")
+    if detail.events:
+        last = detail.events[-1]
+        parts.append(
+            f"<small>last change {last.at:%H:%M:%S}: {last.from_state or '-'} → {last.to_state} ({last.reason})</small>"
+        )
+    return "\n\n".join(parts)
+
+
+def job_config(
+    kind: str,
+    *,
+    name: str,
+    model: str,
+    dataset: str,
+    rewards: str,
+    steps: float,
+    learning_rate: float,
+    group_size: float,
+    prompts_per_step: float,
+    max_new_tokens: float,
+    temperature: float,
+    kl_coef: float,
+    lora_rank: float,
+    batch_size: float,
+) -> dict[str, Any]:
+    """The config the form describes (only the fields it sets; the server fills in the defaults)."""
+    model_settings: dict[str, Any] = {"path": model.strip()}
+    if lora_rank and int(lora_rank) > 0:
+        model_settings["lora"] = {"rank": int(lora_rank), "alpha": 2 * int(lora_rank)}
+    config: dict[str, Any] = {
+        "name": name.strip() or kind,
+        "model": model_settings,
+        "data": {"dataset": dataset.strip()},
+    }
+    if kind == "grpo":
+        reward_list = []
+        for item in rewards.split(","):
+            if item.strip():
+                reward_name, _, weight = item.strip().partition(":")
+                reward: dict[str, Any] = {"name": reward_name.strip()}
+                if weight.strip():
+                    reward["weight"] = float(weight)
+                reward_list.append(reward)
+        config["rewards"] = reward_list
+        config["sampling"] = {
+            "group_size": int(group_size),
+            "prompts_per_step": int(prompts_per_step),
+            "max_new_tokens": int(max_new_tokens),
+            "temperature": float(temperature),
+        }
+        config["optim"] = {"learning_rate": float(learning_rate)}
+        config["algorithm"] = {"kl_coef": float(kl_coef)}
+        config["schedule"] = {"steps": int(steps)}
+    else:
+        config["training"] = {
+            "max_steps": int(steps),
+            "learning_rate": float(learning_rate),
+            "batch_size": int(batch_size),
+        }
+    return config
+
+
+def parse_yaml(text: str) -> dict[str, Any]:
+    """The YAML view as a config, or a ValueError saying what is wrong with it."""
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"the YAML does not parse: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ValueError("the YAML must be a mapping of config fields")
+    return config
+
+
+# ---- callbacks
+def _queue(session: UiSession, engine: Engine) -> tuple[pd.DataFrame, Any]:
+    with engine.client(session) as client:
+        jobs = client.jobs(session.project) if session.project else []
+    choices = [(f"#{j.id} {j.name} ({j.state})", j.id) for j in jobs]
+    return queue_table(jobs), gr.update(choices=choices)
+
+
+def refresh(session: UiSession, engine: Engine) -> tuple[Any, ...]:
+    table, picker = _queue(session, engine)
+    create = session.may("jobs", "create")
+    return (gr.skip(), table, picker, gr.update(visible=create), gr.update(visible=False))
+
+
+def reload_queue(session: UiSession, engine: Engine) -> tuple[Any, ...]:
+    table, picker = _queue(session, engine)
+    return (gr.skip(), table, picker)
+
+
+def open_job(session: UiSession, engine: Engine, job_id: Any) -> tuple[Any, ...]:
+    """Show job `job_id` from scratch (all its metrics) and start following it."""
+    if job_id in (None, ""):
+        return ("**Error: Pick a job.**", *(gr.skip(),) * 11)
+    return _job_view(session, engine, int(job_id), [])
+
+
+def poll(session: UiSession, engine: Engine, job_id: Any, rows: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """One tick of the timer: the job's state and the metric rows after the last one shown."""
+    if job_id in (None, ""):
+        return ("", *(gr.skip(),) * 9, gr.Timer(active=False))
+    return _job_view(session, engine, int(job_id), rows)
+
+
+def _job_view(session: UiSession, engine: Engine, job_id: int, rows: list[dict[str, Any]]) -> tuple[Any, ...]:
+    after = rows[-1]["step"] if rows else -1
+    with engine.client(session) as client:
+        detail = client.job(session.project, job_id)
+        new = client.job_metrics(session.project, job_id, after_step=after)
+        logs = client.job_logs(session.project, job_id)
+    rows = rows + [{"step": m.step, "values": m.values} for m in new]
+    frames = plot_frames(rows)
+    job = detail.job
+    running = job.state not in FINISHED
+    return (
+        gr.skip(),
+        gr.update(visible=True),
+        job_header(detail),
+        progress_html(job, rows[-1]["step"] if rows else None),
+        *(frames[name] for name in PLOTS),
+        logs or "(no logs yet)",
+        rows,
+        gr.update(visible=running and session.may("jobs", "cancel")),
+        gr.Timer(active=running),
+    )
+
+
+def cancel(session: UiSession, engine: Engine, job_id: Any) -> tuple[Any, ...]:
+    with engine.client(session) as client:
+        job = client.cancel_job(session.project, int(job_id))
+    table, picker = _queue(session, engine)
+    return ok_text(f"Job #{job.id} is {job.state}."), table, picker, gr.Timer(active=True)
+
+
+def retry(session: UiSession, engine: Engine, job_id: Any) -> tuple[Any, ...]:
+    with engine.client(session) as client:
+        job = client.retry_job(session.project, int(job_id))
+    table, picker = _queue(session, engine)
+    return ok_text(f"Job #{job.id} is {job.state} again."), table, picker, gr.Timer(active=True)
+
+
+def submit(session: UiSession, engine: Engine, kind: str, text: str, priority: float) -> tuple[Any, ...]:
+    try:
+        config = parse_yaml(text)
+    except ValueError as exc:
+        return (f"**Error: {exc}**", gr.skip(), gr.skip())
+    with engine.client(session) as client:
+        job = client.submit_job(session.project, kind, config, priority=int(priority))
+    table, picker = _queue(session, engine)
+    return ok_text(f"Job #{job.id} ({job.kind}) is {job.state}."), table, picker
+
+
+def build(engine: Engine, session: gr.State) -> Page:
+    status = gr.Markdown(elem_id="training-status")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            with gr.Row():
+                gr.Markdown("### Job queue")
+                reload_button = gr.Button("Reload", size="sm", scale=0, min_width=90)
+            queue = gr.Dataframe(interactive=False, elem_id="job-queue", max_height=260)
+            with gr.Row():
+                picker = gr.Dropdown(label="Job", choices=[], elem_id="job-picker", scale=3)
+                open_button = gr.Button("Open", scale=0, min_width=90, elem_id="open-job")
+        with gr.Column(scale=2), gr.Accordion("New job", open=False, visible=False, elem_id="new-job") as new_job:
+            kind = gr.Radio(["grpo", "sft"], value="grpo", label="Kind")
+            name = gr.Textbox(label="Name", placeholder="grpo")
+            model = gr.Textbox(label="Model", placeholder="base model, model version (NAME@N) or a local folder")
+            dataset = gr.Textbox(label="Dataset", placeholder="NAME@VERSION or NAME@LABEL")
+            rewards = gr.Textbox(label="Rewards (GRPO)", placeholder="name[:weight], ...")
+            with gr.Row():
+                steps = gr.Number(value=100, precision=0, label="Steps", minimum=1)
+                learning_rate = gr.Number(value=1e-5, label="Learning rate", minimum=0)
+            with gr.Accordion("Advanced", open=False):
+                with gr.Row():
+                    group_size = gr.Number(value=8, precision=0, label="Group size", minimum=2)
+                    prompts_per_step = gr.Number(value=16, precision=0, label="Prompts per step", minimum=1)
+                with gr.Row():
+                    max_new_tokens = gr.Number(value=128, precision=0, label="Max new tokens", minimum=1)
+                    temperature = gr.Number(value=1.0, label="Temperature", minimum=0.01)
+                with gr.Row():
+                    kl_coef = gr.Number(value=0.0, label="KL coefficient", minimum=0)
+                    lora_rank = gr.Number(value=0, precision=0, label="LoRA rank (0: full)", minimum=0)
+                with gr.Row():
+                    batch_size = gr.Number(value=8, precision=0, label="Batch size (SFT)", minimum=1)
+                    priority = gr.Number(value=0, precision=0, label="Priority", minimum=-1000, maximum=1000)
+            with gr.Accordion("YAML (what is submitted; edit freely)", open=False):
+                config_yaml = gr.Code(language="yaml", interactive=True, elem_id="job-yaml", lines=12)
+            submit_button = gr.Button("Submit job", variant="primary", elem_id="submit-job")
+
+    with gr.Column(visible=False) as job_panel:
+        header = gr.Markdown(elem_id="job-header")
+        progress = gr.HTML(elem_id="job-progress")
+        with gr.Row():
+            cancel_button = gr.Button("Cancel job", variant="stop", size="sm", visible=False, elem_id="cancel-job")
+            retry_button = gr.Button("Retry", size="sm", visible=False, elem_id="retry-job")
+        with gr.Row():
+            plots = [
+                gr.LinePlot(x="step", y="value", color="series", title=plot, height=220, elem_id=f"plot-{i}")
+                for i, plot in enumerate(PLOTS)
+            ]
+        logs = gr.Textbox(label="Logs", lines=12, max_lines=12, autoscroll=True, elem_id="job-logs")
+    metrics = gr.State([])
+    timer = gr.Timer(POLL_SECONDS, active=False)
+
+    form = [name, model, dataset, rewards, steps, learning_rate, group_size, prompts_per_step]
+    form += [max_new_tokens, temperature, kl_coef, lora_rank, batch_size]
+
+    def to_yaml(kind_value: str, *values: Any) -> str:
+        keys = ["name", "model", "dataset", "rewards", "steps", "learning_rate", "group_size", "prompts_per_step"]
+        keys += ["max_new_tokens", "temperature", "kl_coef", "lora_rank", "batch_size"]
+        fields: dict[str, Any] = {k: (v if v is not None else 0) for k, v in zip(keys, values, strict=True)}
+        return yaml.safe_dump(job_config(kind_value, **fields), sort_keys=False)
+
+    for component in [kind, *form]:
+        component.change(to_yaml, [kind, *form], [config_yaml])  # type: ignore[attr-defined]
+
+    job_outputs = [job_panel, header, progress, *plots, logs, metrics, cancel_button, timer]
+    open_button.click(
+        engine.action(open_job, len(job_outputs)), [session, picker], [session, status, *job_outputs]
+    ).then(lambda s: gr.update(visible=s.may("jobs", "create")), [session], [retry_button])
+    timer.tick(engine.action(poll, len(job_outputs)), [session, picker, metrics], [session, status, *job_outputs])
+    reload_button.click(engine.action(reload_queue, 2), [session], [session, status, queue, picker])
+    cancel_button.click(engine.action(cancel, 3), [session, picker], [session, status, queue, picker, timer])
+    retry_button.click(engine.action(retry, 3), [session, picker], [session, status, queue, picker, timer])
+    submit_button.click(
+        engine.action(submit, 2), [session, kind, config_yaml, priority], [session, status, queue, picker]
+    )
+    return Page(engine.action(refresh, 4), [status, queue, picker, new_job, job_panel])

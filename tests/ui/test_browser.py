@@ -1,0 +1,266 @@
+"""The web app in real headless Chromium against the API started by the test: log in, create a
+project, upload a dataset (and a bad one), what a viewer is not offered, the admin's audit log, log
+out, session expiry, a model version with its lineage and a deployment, evaluation runs and their
+comparison, provider credentials, API tokens. Each page is saved as a screenshot (see conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deepext.client import ApiError, DeepextClient
+from tests.serve.conftest import PASSWORD
+from tests.ui.conftest import Ui
+
+pytestmark = pytest.mark.slow
+
+
+def log_in(page: Any, username: str) -> None:
+    page.locator("#login-username").get_by_role("textbox").fill(username)
+    page.locator("#login-password input").fill(PASSWORD)
+    page.locator("#login-button").click()
+    # Every page has loaded for this user once the app sets its ready marker.
+    page.locator(f'#app-ready .ready[data-user="{username}"]').wait_for(state="attached")
+
+
+def open_tab(page: Any, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def expect_text(page: Any, selector: str, pattern: str) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator(selector)).to_contain_text(re.compile(pattern), timeout=30_000)
+
+
+def test_wrong_password_is_a_readable_message(page: Any, ui: Ui) -> None:
+    page.locator("#login-username").get_by_role("textbox").fill("owner")
+    page.locator("#login-password input").fill("not the password")
+    page.locator("#login-button").click()
+    expect_text(page, "#login-notice", r"HTTP 401")
+    assert "Traceback" not in page.content()
+    ui.shot(page, "01-login-error")
+
+
+def test_log_in_and_create_a_project(page: Any, ui: Ui) -> None:
+    log_in(page, "owner")
+    expect_text(page, "#who", r"owner in p\s*$")
+    expect_text(page, "#projects-table", r"\bp\b")
+    expect_text(page, "#members-table", r"maintainer")
+    page.locator("#new-project-name").get_by_role("textbox").fill("ui-demo")
+    page.locator("#create-project").click()
+    expect_text(page, "#projects-status", r"ui-demo.*created")
+    expect_text(page, "#projects-table", r"ui-demo")
+    expect_text(page, "#who", r"owner in ui-demo")
+    ui.shot(page, "02-projects")
+
+
+def test_upload_a_dataset_see_its_preview_and_a_row_error(page: Any, ui: Ui, tmp_path: Path) -> None:
+    good = tmp_path / "capitals.jsonl"
+    good.write_text(
+        '{"prompt": "Capital of France?", "answer": "Paris"}\n{"prompt": "Capital of Peru?", "answer": "Lima"}\n'
+    )
+    bad = tmp_path / "broken.jsonl"
+    bad.write_text('{"prompt": "ok", "answer": "fine"}\n{"prompt": "no closing brace"\n')
+    log_in(page, "owner")
+    open_tab(page, "Datasets")
+    for path in (good, bad):
+        page.locator("#dataset-file input[type=file]").set_input_files(str(path))
+        page.locator("#dataset-file").get_by_role("cell", name=path.name).wait_for(state="visible")
+        page.locator("#upload-dataset").click()
+        if path is good:
+            expect_text(page, "#datasets-status", r"capitals@1.*2 rows.*detected format")
+            expect_text(page, "#preview-table", r"Capital of Peru\?")
+            ui.shot(page, "03-datasets")
+        else:
+            expect_text(page, "#datasets-status", r"broken\.jsonl, row 2")
+            ui.shot(page, "04-datasets-row-error")
+        page.locator("#dataset-file button[aria-label='Clear']").click()
+
+
+def test_a_viewer_is_not_offered_training_or_uploads(page: Any, ui: Ui) -> None:
+    log_in(page, "viewer")
+    expect_text(page, "#who", r"viewer in p\s*$")
+    open_tab(page, "Training")
+    page.locator("#job-queue").wait_for(state="visible")
+    assert page.locator("#new-job").count() == 0 or not page.locator("#new-job").is_visible()
+    assert not page.locator("#submit-job").is_visible()
+    ui.shot(page, "05-training-viewer")
+    open_tab(page, "Datasets")
+    assert not page.locator("#upload-dataset").is_visible()
+    assert page.get_by_role("tab", name="Admin", exact=True).count() == 0
+    open_tab(page, "Playground")
+    expect_text(page, "#playground-status", r"No deployed model")
+    ui.shot(page, "06-playground")
+
+
+def test_a_maintainer_gets_the_new_job_form(page: Any, ui: Ui) -> None:
+    log_in(page, "maintainer")
+    open_tab(page, "Training")
+    page.locator("#new-job").click()
+    page.locator("#submit-job").wait_for(state="visible")
+    ui.shot(page, "07-training-maintainer")
+
+
+def test_admin_sees_the_audit_rows_of_the_session(page: Any, ui: Ui) -> None:
+    log_in(page, "admin")
+    open_tab(page, "Admin")
+    expect_text(page, "#users-table", r"outsider")
+    ui.shot(page, "08-admin-users")
+    page.get_by_role("tab", name="Audit log", exact=True).click()
+    page.locator("#audit-search").click()
+    expect_text(page, "#audit-table", r"project\.create")
+    expect_text(page, "#audit-table", r"dataset\.")
+    expect_text(page, "#audit-table", r"auth\.login")
+    ui.shot(page, "09-admin-audit")
+
+
+def test_log_out_and_session_expiry(page: Any, ui: Ui) -> None:
+    log_in(page, "member")
+    page.locator("#logout").click()
+    expect_text(page, "#login-notice", r"logged out")
+    # Let the logout's page reloads finish: a late one must not mark the next login's pages loaded.
+    page.locator('#app-ready .ready[data-user=""]').wait_for(state="attached")
+    # A session the server ends (here: the account deactivated) sends the tab back to the login view.
+    log_in(page, "member")
+    with DeepextClient(ui.api_url) as admin:
+        admin.login("admin", PASSWORD)
+        admin.update_user("member", active=False)
+        try:
+            open_tab(page, "Training")
+            page.get_by_role("button", name="Reload", exact=True).click()
+            expect_text(page, "#login-notice", r"session expired, log in again")
+            ui.shot(page, "10-session-expired")
+        finally:
+            admin.update_user("member", active=True)
+
+
+def test_models_page_shows_a_version_its_lineage_and_deploys_it(page: Any, ui: Ui) -> None:
+    log_in(page, "owner")
+    open_tab(page, "Models")
+    expect_text(page, "#model-versions-table", r"sft@2")
+    expect_text(page, "#base-models-table", r"tiny")
+    # The newest version is picked: its lineage runs base model -> sft@1 -> sft@2.
+    expect_text(page, "#model-lineage", r"tiny[\s\S]*sft@1[\s\S]*sft@2")
+    assert page.locator("#model-lineage .lineage-node").count() == 3
+    expect_text(page, "#model-metrics", r"train_loss")
+    page.locator("#deploy-form").get_by_label("Deployment name").fill("chat")
+    page.locator("#deploy-button").click()
+    expect_text(page, "#models-status", r"p/chat.*sft@2.*deploying")
+    expect_text(page, "#deployments-table", r"deploying")
+    ui.shot(page, "11-models")
+
+
+def test_a_viewer_is_not_offered_deploy_or_stage_changes(page: Any, ui: Ui) -> None:
+    log_in(page, "viewer")
+    open_tab(page, "Models")
+    expect_text(page, "#model-lineage", r"sft@2")
+    assert not page.locator("#deploy-form").is_visible()
+    assert not page.locator("#model-stage-form").is_visible()
+    assert not page.locator("#undeploy-button").is_visible()
+    ui.shot(page, "12-models-viewer")
+
+
+def test_evaluation_runs_pass_rates_failures_and_comparison(page: Any, ui: Ui) -> None:
+    log_in(page, "member")
+    open_tab(page, "Evaluation")
+    expect_text(page, "#suites-table", r"qa-suite@1")
+    expect_text(page, "#runs-table", r"sft@1")
+    # The newest run (sft@2) is shown: 4 of 6 examples passed.
+    expect_text(page, "#run-summary", r"pass rate\s*66\.7%")
+    expect_text(page, "#run-checks", r"correct")
+    expect_text(page, "#run-checks", r"66\.7%")
+    expect_text(page, "#run-failures", r"correct")  # the two failed examples, with the check that failed them
+    ui.shot(page, "13-evaluation-run")
+    page.get_by_role("tab", name="Compare two runs", exact=True).click()
+    page.locator("#compare").click()
+    expect_text(page, "#compare-table", r"correct\.pass_rate")
+    expect_text(page, "#compare-flips", r"Regressions \(pass in A, fail in B\) \(1\)")
+    expect_text(page, "#compare-flips", r"Fixes \(fail in A, pass in B\) \(2\)")
+    ui.shot(page, "14-evaluation-compare")
+
+
+def test_provider_credentials_are_stored_and_the_key_never_shown(page: Any, ui: Ui) -> None:
+    key = "sk-test-0123456789abcdefWXYZ"
+    log_in(page, "owner")
+    page.locator("#provider-name").get_by_role("textbox").fill("openai")
+    page.locator("#provider-key input").fill(key)
+    page.locator("#save-provider").click()
+    expect_text(page, "#providers-status", r"openai.*registered")
+    expect_text(page, "#providers-table", r"stored \(…WXYZ\)")
+    assert page.locator("#provider-key input").input_value() == ""
+    assert key not in page.content()
+    ui.shot(page, "15-providers")
+
+
+def test_a_token_is_shown_once_and_revoked(page: Any, ui: Ui) -> None:
+    log_in(page, "admin")
+    open_tab(page, "Admin")
+    page.get_by_role("tab", name="API tokens", exact=True).click()
+    page.locator("#token-name").get_by_role("textbox").fill("ci-bot")
+    page.locator("#create-token").click()
+    expect_text(page, "#admin-status", r"ci-bot.*not shown again")
+    secret = page.locator("#token-secret").get_by_role("textbox").input_value()
+    assert secret.startswith("dx")
+    expect_text(page, "#tokens-table", r"ci-bot")
+    ui.shot(page, "16-admin-token-created")
+    with DeepextClient(ui.api_url, token=secret) as client:
+        token_id = next(t.id for t in client.tokens() if t.name == "ci-bot")
+    page.locator("#revoke-id input").fill(str(token_id))
+    page.locator("#revoke-token").click()
+    expect_text(page, "#admin-status", rf"Token {token_id} revoked")
+    assert not page.locator("#token-secret").is_visible()
+    assert secret not in page.content()
+    with DeepextClient(ui.api_url, token=secret) as client, pytest.raises(ApiError) as refused:
+        client.me()
+    assert refused.value.status == 401
+    ui.shot(page, "17-admin-token-revoked")
+
+
+def fake_openai_upstream() -> Any:
+    """An OpenAI-compatible stand-in whose model `M` streams "M says: PROMPT" in three chunks (the
+    gateway sends it the provider's model name, `alpha` for `p/fake/alpha`)."""
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def chat(request: Any) -> StreamingResponse:
+        body = await request.json()
+        model, prompt = body["model"], body["messages"][-1]["content"]
+
+        def events() -> Any:
+            for piece in (model, " says: ", prompt):
+                chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": model}
+                chunk["choices"] = [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]
+                yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+def test_ab_view_streams_two_provider_models_side_by_side(page: Any, ui: Ui) -> None:
+    from tests.helpers import uvicorn_in_thread
+
+    with uvicorn_in_thread(fake_openai_upstream()) as upstream, DeepextClient(ui.api_url) as owner:
+        owner.login("owner", PASSWORD)
+        spec = {"name": "fake", "kind": "openai", "base_url": f"{upstream}/v1", "models": ["alpha", "beta"]}
+        owner.create_provider("p", spec)
+        try:
+            log_in(page, "owner")
+            open_tab(page, "Playground")
+            page.get_by_role("tab", name="A/B", exact=True).click()
+            page.locator("#ab-input").get_by_role("textbox").fill("hello")
+            page.locator("#ab-send").click()
+            from playwright.sync_api import expect
+
+            expect(page.locator("#ab-answer-a textarea")).to_have_value("alpha says: hello", timeout=30_000)
+            expect(page.locator("#ab-answer-b textarea")).to_have_value("beta says: hello", timeout=30_000)
+            ui.shot(page, "18-playground-ab")
+        finally:
+            owner.delete_provider("p", "fake")
