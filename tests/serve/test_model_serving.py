@@ -110,13 +110,15 @@ def _evaluate_through_the_gateway(platform: Platform, url: str, tokens: dict[str
 
 @pytest.mark.slow
 def test_a_deployed_version_answers_the_openai_client(
-    served: tuple[Platform, str, dict[str, str]], tmp_path: Path
+    served: tuple[Platform, str, dict[str, str]], tiny_model: Path, tmp_path: Path
 ) -> None:
+    """One engine for the whole test (an engine start is the slow part): the base deployment has
+    LoRA slots, and the LoRA version runs on it before both are stopped."""
     platform, url, tokens = served
     api, maintainer = f"{url}/api/v1", {"Authorization": f"Bearer {tokens['maintainer']}"}
     import httpx
 
-    body = {"name": "chat", "model_version": "assistant@1", "max_model_len": 256}
+    body = {"name": "chat", "model_version": "assistant@1", "max_model_len": 256, "lora_slots": 2}
     created = httpx.post(f"{api}/projects/p/deployments", json=body, headers=maintainer)
     assert created.status_code == 202, created.text
     assert created.json()["state"] == "deploying"
@@ -181,6 +183,8 @@ def test_a_deployed_version_answers_the_openai_client(
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{url}/v1", api_key="dxt_wrong").models.list()
 
+    _lora_version_beside_its_base(platform, url, tokens, tiny_model, tmp_path)
+
     stopped = httpx.delete(f"{api}/projects/p/deployments/chat", headers=maintainer)
     assert stopped.status_code == 202 and stopped.json()["state"] == "stopping"
     _until(platform, api, maintainer, "stopped")
@@ -205,14 +209,14 @@ def _lora_adapter(base: Path, out: Path) -> tuple[Path, Path]:
     return out / "merged", out / "adapter"
 
 
-@pytest.mark.slow
-def test_a_lora_version_runs_beside_its_base_on_one_engine(
-    served: tuple[Platform, str, dict[str, str]], tiny_model: Path, tmp_path: Path
+def _lora_version_beside_its_base(
+    platform: Platform, url: str, tokens: dict[str, str], tiny_model: Path, tmp_path: Path
 ) -> None:
+    """A LoRA version deployed onto the running base deployment `p/chat` (lora_slots 2): no second
+    engine, its own name and counters, the adapter applied and kept loaded."""
     import httpx
     from ray import serve
 
-    platform, url, tokens = served
     api, maintainer = f"{url}/api/v1", {"Authorization": f"Bearer {tokens['maintainer']}"}
     merged, adapter = _lora_adapter(tiny_model, tmp_path / "lora")
     register_model_version(
@@ -220,18 +224,26 @@ def test_a_lora_version_runs_beside_its_base_on_one_engine(
         base_model="tiny-base", actor="test",
     )  # fmt: skip
 
+    register_model_version(
+        platform,
+        project="p",
+        name="tuned",
+        folder=merged,
+        adapter_folder=adapter,
+        kind="lora",
+        base_model="tiny-base",
+        parent="tuned@1",
+        actor="test",
+    )  # fmt: skip  (trained on tuned@1, which nothing serves)
     refused = httpx.post(
-        f"{api}/projects/p/deployments", json={"name": "t", "model_version": "tuned@1"}, headers=maintainer
+        f"{api}/projects/p/deployments", json={"name": "t", "model_version": "tuned@2"}, headers=maintainer
     )
     assert refused.status_code == 409 and "lora_slots" in refused.json()["error"]["message"], refused.text
 
-    base = {"name": "chat", "model_version": "assistant@1", "max_model_len": 256, "lora_slots": 2}
-    assert httpx.post(f"{api}/projects/p/deployments", json=base, headers=maintainer).status_code == 202
     lora = httpx.post(
         f"{api}/projects/p/deployments", json={"name": "tuned", "model_version": "tuned@1"}, headers=maintainer
     )
     assert lora.status_code == 202 and lora.json()["host_deployment_id"] is not None, lora.text
-    _until(platform, api, maintainer, "running")
     assert _until(platform, api, maintainer, "running", name="tuned")["max_model_len"] == 256  # the host's
     assert [name for name in serve.status().applications if name.startswith("deepext-model-")] == [
         f"deepext-model-{lora.json()['host_deployment_id']}"
@@ -240,6 +252,7 @@ def test_a_lora_version_runs_beside_its_base_on_one_engine(
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=tokens["member"])
     assert sorted(m.id for m in client.models.list().data) == ["p/chat", "p/tuned"]
     ask = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 12, "temperature": 0.0}
+    base_before = get_model_version(platform, "p", "assistant@1").usage_requests
     from_base = client.chat.completions.create(model="p/chat", **ask).choices[0].message.content
     from_lora = client.chat.completions.create(model="p/tuned", **ask)
     assert from_lora.model == "p/tuned" and from_lora.usage is not None
@@ -255,11 +268,9 @@ def test_a_lora_version_runs_beside_its_base_on_one_engine(
     while get_model_version(platform, "p", "tuned@1").usage_requests < 3:
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    assert get_model_version(platform, "p", "assistant@1").usage_requests == 1
+    assert get_model_version(platform, "p", "assistant@1").usage_requests == base_before + 1
 
     busy = httpx.delete(f"{api}/projects/p/deployments/chat", headers=maintainer)
     assert busy.status_code == 409 and "tuned" in busy.json()["error"]["message"], busy.text
     assert httpx.delete(f"{api}/projects/p/deployments/tuned", headers=maintainer).status_code == 202
     _until(platform, api, maintainer, "stopped", name="tuned")
-    assert httpx.delete(f"{api}/projects/p/deployments/chat", headers=maintainer).status_code == 202
-    _until(platform, api, maintainer, "stopped")

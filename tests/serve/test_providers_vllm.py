@@ -26,6 +26,9 @@ from tests.helpers import free_port, uvicorn_in_thread
 from tests.serve.conftest import Api
 
 UPSTREAM_KEY = "sk-vllm-test-3a1f9c0b7e2d4c68"  # a made-up key vLLM is told to require
+# The gateway's database side runs on both backends in test_providers.py and test_gateway_usage.py;
+# the calls through vLLM run on SQLite only, to keep CI within its time.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +176,29 @@ def test_chat_answers_from_a_knowledge_base_with_its_sources(api: Api, vllm_serv
             client.chat.completions.create(**ask, extra_body={"rag": {"knowledge_base": "handbook", "top_k": 0}})
         with pytest.raises(openai.NotFoundError, match="nope"):
             client.chat.completions.create(**ask, extra_body={"rag": {"knowledge_base": "nope"}})
+
+
+@pytest.mark.slow
+def test_a_provider_model_is_an_evaluation_target_and_judge(api: Api, vllm_server: str, tmp_path: Path) -> None:
+    """The same suite code path as for a deployment: through the gateway, as the member who asks."""
+    import json
+
+    from deepext.eval.runner import evaluate
+    from deepext.eval.suite import push_suite
+
+    provider = {"name": "local-vllm", "kind": "openai", "base_url": vllm_server, "api_key": UPSTREAM_KEY}
+    assert api.call("POST", "/projects/p/providers", "maintainer", json=provider).status_code == 201
+    rows = tmp_path / "qa.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"Say {i}", "answer": str(i)}) + "\n" for i in range(4)))
+    api.platform.datasets.push("p", "qa", rows, actor="test")
+    judge = {"rubric": "Is it right?", "scale": "1-5", "pass_at": 4, "judge": "p/local-vllm/tiny"}
+    checks = [{"name": "exact", "type": "exact_match"}, {"name": "judge", "type": "llm_judge", "params": judge}]
+    suite = {"name": "qa", "dataset": "qa@1", "generation": {"max_new_tokens": 8}, "checks": checks}
+    push_suite(api.platform, "p", suite, actor="test")
+    with uvicorn_in_thread(create_app(api.platform)) as url:
+        run = evaluate(api.platform, project="p", suite="qa", target="p/local-vllm/tiny", target_kind="provider",
+                       actor="member", gateway=f"{url}/v1")  # fmt: skip
+    assert run.state == "succeeded" and run.examples_count == 4 and run.target == "p/local-vllm/tiny"
+    with api.platform.db.session() as session:
+        events = session.scalars(select(UsageEvent)).all()
+    assert len(events) == 8 and {e.actor for e in events} == {"member"}  # 4 answers and 4 verdicts, as the member
