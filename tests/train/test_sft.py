@@ -379,41 +379,48 @@ def test_evaluation_settings_need_held_out_rows_and_steps() -> None:
     assert arguments["eval_strategy"] == "steps" and arguments["eval_steps"] == 4
 
 
-@pytest.mark.slow
-def test_a_stored_suite_scores_the_held_out_answers_while_sft_runs(
-    ray_session: Any, tiny_model: Path, tmp_path: Path
-) -> None:
-    from deepext.config import Settings
-    from deepext.eval.suite import push_suite
-    from deepext.platform import Platform
-    from deepext.projects import create_project
+def test_the_suite_callback_scores_greedy_answers_to_held_out_prompts(tiny_model: Path, tmp_path: Path) -> None:
+    """What an SFT run's rank 0 does after each evaluation, on a real (tiny) model without Ray."""
+    from types import SimpleNamespace
 
-    def sums(numbers: range) -> list[dict[str, Any]]:
-        return [{"prompt": f"What is {i} plus {i}?", "completion": f"{2 * i}", "answer": str(2 * i)} for i in numbers]
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    platform = Platform.open(Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'm.db'}"))
-    with platform.db.session() as session:
-        create_project(session, name="lab", actor="test")
-    platform.datasets.push("lab", "held", write_jsonl(tmp_path / "held.jsonl", sums(range(40, 46))), actor="test")
+    from deepext.eval.checks import build_check
+    from deepext.eval.suite import parse_suite
+    from deepext.grpo.metrics import MetricsLog, read_metrics
+    from deepext.train.sft import _suite_callback, held_out_prompts
+
+    rows = [{"prompt": f"What is {i} plus {i}?", "completion": f"{2 * i}", "answer": str(2 * i)} for i in range(3)]
     checks = [
         {"name": "sum", "type": "exact_match"},
         {"name": "digits", "type": "regex", "params": {"pattern": "^[0-9]+$"}},
     ]
-    push_suite(platform, "lab", {"name": "sums", "dataset": "held@1", "checks": checks}, actor="test")
-    config = run_config(
-        tiny_model,
-        write_jsonl(tmp_path / "train.jsonl", sums(range(32))),
-        tmp_path,
-        data={"dataset": None, "eval_dataset": "lab/held@1"},
-        training={"eval_every": 4, "eval_suite": "lab/sums", "eval_prompts": 4, "eval_max_new_tokens": 6},
-    )
-    result = train_sft(config, platform=platform, run_id="scored")
+    specs = parse_suite({"name": "sums", "dataset": "held@1", "checks": checks}).check_specs()
+    cfg = parse_sft_config({**BASE, "data": {"path": "a.jsonl", "eval_path": "b.jsonl"}, "training": {"eval_every": 4}})
+    prompts = held_out_prompts(to_examples(rows, cfg.data), rows, 2, "held.jsonl")
+    assert [p for p, _ in prompts] == [[{"role": "user", "content": f"What is {i} plus {i}?"}] for i in range(2)]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).train()
+    log = MetricsLog(tmp_path)
+    callback = _suite_callback(log, tokenizer, prompts, [build_check(spec) for spec in specs], cfg.training)
+    callback.on_evaluate(None, SimpleNamespace(global_step=4), None, model=model)
+    log.close()
+    (row,) = read_metrics(tmp_path)
+    assert row["step"] == 4 and model.training  # scored, and the model is back in training mode
+    for name in ("sum", "digits"):
+        assert 0.0 <= row[f"eval/{name}_pass_rate"] <= 1.0 and 0.0 <= row[f"eval/{name}_score"] <= 1.0
+    with pytest.raises(InvalidInput, match="text rows"):
+        held_out_prompts([{"text": "x"}], [{"text": "x"}], 2, "held.jsonl")
 
-    held_out_loss = [row["step"] for row in result.metrics if "eval_loss" in row]
-    suite_rows = [row for row in result.metrics if "eval/sum_pass_rate" in row]
-    assert held_out_loss == [4, 8] and [row["step"] for row in suite_rows] == [4, 8]
-    for row in suite_rows:
-        assert 0.0 <= row["eval/sum_pass_rate"] <= 1.0 and 0.0 <= row["eval/digits_score"] <= 1.0
+
+def test_a_missing_eval_suite_is_named(platform: Any) -> None:
+    from deepext.eval.suite import load_suite_checks
+    from deepext.projects import create_project
+
+    with platform.db.session() as session:
+        create_project(session, name="lab", actor="test")
     with pytest.raises(NotFound, match="nope"):
-        train_sft({**config, "training": {**config["training"], "eval_suite": "lab/nope"}}, platform=platform)
-    platform.close()
+        load_suite_checks("lab/nope", platform, "training.eval_suite")
+    with pytest.raises(InvalidInput, match="PROJECT/NAME"):
+        load_suite_checks("nope", platform, "training.eval_suite")
