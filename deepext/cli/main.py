@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from deepext.cli import remote
+from deepext.cli import ops, remote
 from deepext.cli.audit import audit_app
 from deepext.cli.common import actor, open_platform, out, reports_errors
 from deepext.cli.datasets import datasets_app
@@ -32,6 +32,9 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(kb_app, name="kb")
 app.command("login")(remote.login)
 app.command("logout")(remote.logout)
+app.command("doctor")(ops.doctor)
+app.command("backup")(ops.backup_command)
+app.command("restore")(ops.restore_command)
 
 
 # ---- platform
