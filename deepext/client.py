@@ -375,7 +375,7 @@ class DeepextClient:
                 if "error" in chunk:
                     error = chunk["error"]
                     raise ApiError(500, error.get("code", "stream_error"), error.get("message", ""), None, "")
-                if "sources" in chunk and "choices" not in chunk:
+                if "sources" in chunk and not chunk.get("choices"):  # the gateway's RAG event
                     if on_sources is not None:
                         on_sources(list(chunk["sources"]))
                     continue

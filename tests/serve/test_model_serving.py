@@ -171,6 +171,14 @@ def test_a_deployed_version_answers_the_openai_client(
         time.sleep(0.2)
     assert version.usage_requests == 4 and version.usage_tokens > 0
 
+    # A streamed prompt over the deployment's length: the engine's error reaches the client as an
+    # error (an HTTP 400, or the stream's error event once it began), never as a server error.
+    with pytest.raises(openai.APIError) as refused:
+        list(client.chat.completions.create(model="p/chat", messages=[{"role": "user", "content": "word " * 400}],
+                                            max_tokens=4, stream=True))  # fmt: skip
+    assert not isinstance(refused.value, openai.InternalServerError), refused.value
+    assert "256" in str(refused.value), refused.value
+
     with platform.db.session() as session:  # model calls are usage, not changes: no audit rows
         assert session.scalars(select(AuditEntry).where(AuditEntry.resource.like("POST /v1/%"))).all() == []
 

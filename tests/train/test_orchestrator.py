@@ -66,6 +66,14 @@ def scheduler(job_platform: Platform) -> Iterator[Scheduler]:
         thread.join()
 
 
+def test_a_ray_job_ray_does_not_know_has_no_logs_and_is_missing(ray_session: str, tmp_path: Path) -> None:
+    """Between the scheduler recording a job's Ray id and Ray accepting it (and after a cluster
+    restart) the job page asks for logs Ray cannot give: empty, not an error."""
+    jobs = RayJobs(Settings(home=tmp_path / "home", ray_jobs_url=ray_session))
+    assert jobs.logs("deepext-job-0-1-unknown") == ""
+    assert jobs.status("deepext-job-0-1-unknown").status == "MISSING"
+
+
 def custom(script: str, **params: Any) -> dict[str, Any]:
     return {"script": str(SCRIPTS / script), "params": params, "cpus": 0.1}
 

@@ -185,8 +185,9 @@ def _message_of(text: str) -> str:
     return text.strip()[:_ERROR_TEXT_LIMIT] or "(no message)"
 
 
-def _error_event(message: str, status: int = 502) -> str:
-    error = {"message": message, "type": "provider_error", "code": status}
+def error_event(message: str, status: int = 502, kind: str = "provider_error") -> str:
+    """The server-sent event that ends a failed stream (OpenAI's shape: `{"error": {...}}`)."""
+    error = {"message": message, "type": kind, "code": status}
     return f"data: {json.dumps({'error': error})}\n\n"
 
 
@@ -229,7 +230,7 @@ async def _openai_events(
                 continue
             if chunk.get("error"):
                 meter.fail(f"provider {target.name!r}: {_message_of(payload)}")
-                yield _error_event(meter.error or "")
+                yield error_event(meter.error or "")
                 return
             if chunk.get("usage"):
                 meter.add_usage(chunk["usage"])
@@ -242,10 +243,10 @@ async def _openai_events(
             chunk["model"] = public_name
             yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
         meter.fail(f"provider {target.name!r} ended the stream without [DONE]")
-        yield _error_event(meter.error or "")
+        yield error_event(meter.error or "")
     except (httpx.HTTPError, ValueError) as exc:
         meter.fail(f"provider {target.name!r} broke off the stream: {type(exc).__name__}: {exc}")
-        yield _error_event(meter.error or "")
+        yield error_event(meter.error or "")
     finally:
         await response.aclose()
 
@@ -269,12 +270,12 @@ async def _anthropic_events(
                 yield DONE
                 return
         meter.fail(f"provider {target.name!r} ended the stream without message_stop")
-        yield _error_event(meter.error or "")
+        yield error_event(meter.error or "")
     except ProviderError as exc:
         meter.fail(f"provider {target.name!r}: {exc}")
-        yield _error_event(meter.error or "")
+        yield error_event(meter.error or "")
     except (httpx.HTTPError, ValueError) as exc:
         meter.fail(f"provider {target.name!r} broke off the stream: {type(exc).__name__}: {exc}")
-        yield _error_event(meter.error or "")
+        yield error_event(meter.error or "")
     finally:
         await response.aclose()

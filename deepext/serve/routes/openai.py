@@ -29,7 +29,7 @@ from deepext.knowledge.rag import MAX_TOP_K, augment_chat
 from deepext.platform import Platform
 from deepext.serve.deployments import DeploymentView, resolve_model, running_deployments
 from deepext.serve.deps import Access, PlatformDep, allow, info_of, may_in_project, readable_projects
-from deepext.serve.providers.forward import ProviderHttp, call_provider, ends_stream
+from deepext.serve.providers.forward import ProviderHttp, call_provider, ends_stream, error_event
 from deepext.serve.providers.registry import (
     ProviderTarget,
     check_air_gap,
@@ -309,8 +309,11 @@ async def _events(
     sent only if the client asked for it."""
     engine_name = json.dumps(view.engine_model)
     public = json.dumps(public_name)
-    batch: list[str] = first
+    batch: list[Any] = first
     while True:
+        # The engine may end a stream it began with an error object (a prompt over its length, say).
+        error = next((item for item in batch if not isinstance(item, str)), None)
+        batch = [item for item in batch if isinstance(item, str)]
         text = "".join(batch).replace(f'"model":{engine_name}', f'"model":{public}')
         if meter.ttft_ms is None and _TOKEN_TEXT.search(text):
             meter.first_token()
@@ -318,7 +321,11 @@ async def _events(
             meter.add_usage(_last_usage(text))
             if not wants_usage:
                 text = _without_usage_chunks(text)
-        yield text
+        if text:
+            yield text
+        if error is not None:
+            yield _engine_error_event(error, view.engine_model, public_name, meter)
+            return
         if "data: [DONE]" in text:
             return
         try:
@@ -326,6 +333,15 @@ async def _events(
         except StopAsyncIteration:
             break
         batch = batch if isinstance(batch, list) else [batch]
+
+
+def _engine_error_event(error: Any, engine_model: str, public_name: str, meter: UsageMeter) -> str:
+    """An error the engine sent mid-stream, as the event that ends the stream, with the public name."""
+    detail = getattr(error, "error", None)
+    message = str(getattr(detail, "message", error)).replace(engine_model, public_name)
+    code = int(getattr(detail, "code", 500) or 500)
+    meter.fail(message)
+    return error_event(message, code, str(getattr(detail, "type", "engine_error")))
 
 
 def _last_usage(text: str) -> dict[str, Any] | None:
