@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     ui_enabled: bool = Field(True, description="`deepext up` also starts the web app (Gradio).")
     ui_host: str = "127.0.0.1"
     ui_port: int = Field(7860, ge=0, le=65535, description="Port of the web app.")
+    ui_session_secret: SecretStr | None = Field(
+        None,
+        description="Encrypts the session the web app keeps in the browser across reloads; set the same value on "
+        "every web-app replica. Unset: a new one per start (users log in again after a restart).",
+    )
     session_minutes: int = Field(60, ge=1, le=7 * 24 * 60, description="Lifetime of a login session token.")
     api_max_upload_mb: int = Field(1024, ge=1, description="Largest dataset upload the API accepts.")
     air_gapped: bool = Field(False, description="Refuse every outbound call to external providers.")

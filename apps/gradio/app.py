@@ -91,11 +91,13 @@ def ready_marker(session: UiSession) -> str:
     return f'<span class="ready" data-user="{session.username}" data-project="{session.project}"></span>'
 
 
-def build_app(api_url: str) -> gr.Blocks:
-    """The whole app for the API at `api_url`; launch it with `.launch(...)`."""
+def build_app(api_url: str, *, session_secret: str | None = None) -> gr.Blocks:
+    """The whole app for the API at `api_url`; launch it with `.launch(...)`. The session survives a
+    page reload in the browser's storage, encrypted with `session_secret` (None: a new one per build)."""
     engine = Engine(api_url)
     with gr.Blocks(title="deepext", analytics_enabled=False) as app:
         session = gr.State(UiSession())
+        kept = gr.BrowserState(["", ""], storage_key="deepext-session", secret=session_secret)
         # Set once every page has loaded for the session, logged out too (tests and scripts wait for it).
         ready = gr.HTML(elem_id="app-ready")
         with gr.Column(visible=True) as login_view:
@@ -133,6 +135,8 @@ def build_app(api_url: str) -> gr.Blocks:
         for page in pages:
             changed = changed.then(page.refresh, [session], [session, *page.outputs])
         changed.then(ready_marker, [session], [ready])
+        session.change(login.remembered, [session], [kept])
+        app.load(lambda saved: login.restore(engine, saved), [kept], [session])
         project.input(lambda current, name: current.with_project(name or ""), [session, project], [session])
         logout.click(lambda current: login.log_out(engine, current), [session], [session])
     return app
@@ -147,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default=settings.ui_host)
     parser.add_argument("--port", type=int, default=settings.ui_port)
     args = parser.parse_args(argv)
-    launch(build_app(args.api_url), host=args.host, port=args.port, block=True)
+    secret = settings.ui_session_secret.get_secret_value() if settings.ui_session_secret else None
+    launch(build_app(args.api_url, session_secret=secret), host=args.host, port=args.port, block=True)
 
 
 def launch(app: gr.Blocks, *, host: str, port: int, block: bool = False) -> str:

@@ -139,6 +139,23 @@ def test_log_out_and_session_expiry(page: Any, ui: Ui) -> None:
             admin.update_user("member", active=True)
 
 
+def test_the_session_survives_a_reload_until_logout(page: Any, ui: Ui) -> None:
+    log_in(page, "maintainer")
+    page.reload()
+    # The tab comes back signed in (the browser kept the token; the API confirmed it), pages loaded.
+    page.locator('#app-ready .ready[data-user="maintainer"]').wait_for(state="attached")
+    expect_text(page, "#who", r"maintainer in p\s*$")
+    assert not page.locator("#login-form").is_visible()
+    page.locator("#logout").click()
+    expect_text(page, "#login-notice", r"logged out")
+    page.locator('#app-ready .ready[data-user=""]').wait_for(state="attached")
+    page.reload()
+    page.locator("#login-button").wait_for(state="visible")
+    page.wait_for_timeout(3000)  # what a restore would need to sign the tab in again
+    assert page.locator("#login-form").is_visible() and not page.locator("#logout").is_visible()
+    ui.shot(page, "10b-reloaded-after-logout")
+
+
 def test_models_page_shows_a_version_its_lineage_and_deploys_it(page: Any, ui: Ui) -> None:
     log_in(page, "owner")
     open_tab(page, "Models")

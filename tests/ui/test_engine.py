@@ -10,7 +10,14 @@ from typing import Any
 import gradio as gr
 
 from apps.gradio.engine import Engine, error_text
-from apps.gradio.pages.training import job_config, parse_yaml, plot_frames, progress_html, total_steps
+from apps.gradio.pages.training import (
+    job_config,
+    latest_values,
+    parse_yaml,
+    plot_frames,
+    progress_html,
+    total_steps,
+)
 from apps.gradio.session import EXPIRED, UiSession
 from deepext.client import ApiError
 from deepext.train.jobs import JobView
@@ -79,6 +86,9 @@ def test_metric_rows_become_one_frame_per_plot_and_progress_counts_steps() -> No
     assert set(frames["reward"]["series"]) == {"reward_mean", "reward/json_mean"}
     assert list(frames["loss"]["value"]) == [1.0, 0.9, 0.8]
     assert len(frames["kl"]) == 3 and frames["completion length"].empty
+    line = "step 2 (3 logged): kl 0.01 · loss 0.8 · reward/json_mean 0.5 · reward_mean 0.2"
+    assert latest_values(rows) == f"<small>{line}</small>"
+    assert "no metrics yet" in latest_values([])
     now = dt.datetime.now(dt.UTC)
     fields = dict(id=1, project="p", kind="grpo", name="g", state="running", config={"schedule": {"steps": 4}})
     fields |= dict(resources={}, priority=0, owner="o", ray_job_id=None, attempts=1, max_retries=0, error=None)
@@ -148,8 +158,10 @@ def test_chat_stream_hands_the_rag_sources_event_to_its_callback() -> None:
 
     def answer(request: httpx.Request) -> httpx.Response:
         seen["body"] = request.read()
-        events = [{"sources": [{"n": 1, "document": "d"}]}, {"choices": [{"delta": {"content": "Hi"}}]}]
-        text = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        from deepext.serve.routes.openai import _sources_event  # the gateway's own event, as it sends it
+
+        answer = {"choices": [{"delta": {"content": "Hi"}}]}
+        text = _sources_event("p/m", [{"n": 1, "document": "d"}]) + f"data: {json.dumps(answer)}\n\ndata: [DONE]\n\n"
         return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
 
     client = DeepextClient("http://api", token="t")

@@ -26,6 +26,27 @@ def log_in(engine: Engine, username: str, password: str) -> tuple[UiSession, str
     return UiSession.from_me(answer.token, answer.user, project=first), ""
 
 
+def restore(engine: Engine, saved: Any) -> Any:
+    """The session a browser kept across a reload (`[token, project]` from `gr.BrowserState`), checked
+    with the API; an ended one comes back as expired, nothing kept leaves the tab as it is."""
+    token, project = [*saved, "", ""][:2] if isinstance(saved, list) else ("", "")
+    if not token:
+        return gr.skip()
+    with engine.client(UiSession(token=str(token))) as client:
+        try:
+            me = client.me()
+            names = [p.name for p in client.projects()]
+        except ApiError:
+            return UiSession().expired()
+    picked = project if project in names else (names[0] if names else "")
+    return UiSession.from_me(str(token), me, project=picked)
+
+
+def remembered(session: UiSession) -> list[str]:
+    """What the browser keeps of a session: its token and project, or nothing once it ends."""
+    return [session.token, session.project] if session.signed_in else ["", ""]
+
+
 def log_out(engine: Engine, session: UiSession) -> UiSession:
     """End the session on the server (if it is still alive there) and forget it here."""
     if session.signed_in:

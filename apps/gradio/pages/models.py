@@ -244,7 +244,9 @@ def build(engine: Engine, session: gr.State) -> Page:
     status = gr.Markdown(elem_id="models-status")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            gr.Markdown("### Model versions")
+            with gr.Row():
+                gr.Markdown("### Model versions")
+                reload_page = gr.Button("Reload", size="sm", scale=0, min_width=90, elem_id="reload-models")
             versions = gr.Dataframe(interactive=False, elem_id="model-versions-table", max_height=280)
         with gr.Column(scale=2):
             gr.Markdown("### Base models")
@@ -303,4 +305,6 @@ def build(engine: Engine, session: gr.State) -> Page:
     reload_button.click(engine.action(reload_deployments, 1), [session], [session, status, deployments])
     outputs = [status, bases, versions, pick, deployments, stage_form, deploy_form, undeploy_form]
     outputs += [summary, metrics, lineage, stage, deploy_name]
-    return Page(engine.action(refresh, len(outputs) - 1), outputs)
+    refresh_action = engine.action(refresh, len(outputs) - 1)
+    reload_page.click(refresh_action, [session], [session, *outputs])
+    return Page(refresh_action, outputs)

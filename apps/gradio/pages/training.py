@@ -21,6 +21,7 @@ from deepext.train.jobs import JobView
 QUEUE_COLUMNS = ["id", "name", "kind", "state", "attempts", "owner", "created", "started", "finished"]
 FINISHED = {"succeeded", "failed", "cancelled"}
 POLL_SECONDS = 2.0
+JOB_OUTPUTS = 12  # what the job page shows (see `_job_view`): panel, header, progress, plots, latest, logs, ...
 # Plot -> which metric keys it draws (GRPO's names; SFT logs loss too).
 PLOTS: dict[str, re.Pattern[str]] = {
     "reward": re.compile(r"^reward(_mean|/.+_mean)$"),
@@ -80,6 +81,19 @@ def plot_frames(rows: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
                 if pattern.match(key):
                     frames[plot].append({"step": row["step"], "value": float(value), "series": key})
     return {name: pd.DataFrame(points, columns=["step", "value", "series"]) for name, points in frames.items()}
+
+
+def latest_values(rows: list[dict[str, Any]]) -> str:
+    """The newest step's plotted metrics as one line (what the plots end with, readable at a glance)."""
+    if not rows:
+        return "<small>no metrics yet</small>"
+    last = rows[-1]
+    shown = [
+        f"{key} {value:.4g}"
+        for key, value in sorted(last["values"].items())
+        if isinstance(value, int | float) and not isinstance(value, bool) and any(p.match(key) for p in PLOTS.values())
+    ]
+    return f"<small>step {last['step']} ({len(rows)} logged): {' · '.join(shown) or 'no plotted metric'}</small>"
 
 
 def job_header(detail: JobDetail) -> str:
@@ -188,14 +202,14 @@ def reload_queue(session: UiSession, engine: Engine) -> tuple[Any, ...]:
 def open_job(session: UiSession, engine: Engine, job_id: Any) -> tuple[Any, ...]:
     """Show job `job_id` from scratch (all its metrics) and start following it."""
     if job_id in (None, ""):
-        return ("**Error: Pick a job.**", *(gr.skip(),) * 11)
+        return ("**Error: Pick a job.**", *(gr.skip(),) * JOB_OUTPUTS)
     return _job_view(session, engine, int(job_id), [])
 
 
 def poll(session: UiSession, engine: Engine, job_id: Any, rows: list[dict[str, Any]]) -> tuple[Any, ...]:
     """One tick of the timer: the job's state and the metric rows after the last one shown."""
     if job_id in (None, ""):
-        return ("", *(gr.skip(),) * 9, gr.Timer(active=False))
+        return ("", *(gr.skip(),) * (JOB_OUTPUTS - 1), gr.Timer(active=False))
     return _job_view(session, engine, int(job_id), rows)
 
 
@@ -215,6 +229,7 @@ def _job_view(session: UiSession, engine: Engine, job_id: int, rows: list[dict[s
         job_header(detail),
         progress_html(job, rows[-1]["step"] if rows else None),
         *(frames[name] for name in PLOTS),
+        latest_values(rows),
         logs or "(no logs yet)",
         rows,
         gr.update(visible=running and session.may("jobs", "cancel")),
@@ -237,14 +252,17 @@ def retry(session: UiSession, engine: Engine, job_id: Any) -> tuple[Any, ...]:
 
 
 def submit(session: UiSession, engine: Engine, kind: str, text: str, priority: float) -> tuple[Any, ...]:
+    """Queue the job the YAML describes, then pick it and follow it on the job page."""
     try:
         config = parse_yaml(text)
     except ValueError as exc:
-        return (f"**Error: {exc}**", gr.skip(), gr.skip())
+        return (f"**Error: {exc}**", *(gr.skip(),) * (2 + JOB_OUTPUTS))
     with engine.client(session) as client:
         job = client.submit_job(session.project, kind, config, priority=int(priority))
     table, picker = _queue(session, engine)
-    return ok_text(f"Job #{job.id} ({job.kind}) is {job.state}."), table, picker
+    view = _job_view(session, engine, job.id, [])
+    picked = gr.update(choices=picker["choices"], value=job.id)
+    return (ok_text(f"Job #{job.id} ({job.kind}) is {job.state}."), table, picked, *view[1:])
 
 
 def build(engine: Engine, session: gr.State) -> Page:
@@ -295,6 +313,7 @@ def build(engine: Engine, session: gr.State) -> Page:
                 gr.LinePlot(x="step", y="value", color="series", title=plot, height=220, elem_id=f"plot-{i}")
                 for i, plot in enumerate(PLOTS)
             ]
+        latest = gr.HTML(elem_id="job-latest")
         logs = gr.Textbox(label="Logs", lines=12, max_lines=12, autoscroll=True, elem_id="job-logs")
     metrics = gr.State([])
     timer = gr.Timer(POLL_SECONDS, active=False)
@@ -311,7 +330,8 @@ def build(engine: Engine, session: gr.State) -> Page:
     for component in [kind, *form]:
         component.change(to_yaml, [kind, *form], [config_yaml])  # type: ignore[attr-defined]
 
-    job_outputs = [job_panel, header, progress, *plots, logs, metrics, cancel_button, timer]
+    job_outputs = [job_panel, header, progress, *plots, latest, logs, metrics, cancel_button, timer]
+    assert len(job_outputs) == JOB_OUTPUTS
     open_button.click(
         engine.action(open_job, len(job_outputs)), [session, picker], [session, status, *job_outputs]
     ).then(lambda s: gr.update(visible=s.may("jobs", "create")), [session], [retry_button])
@@ -320,6 +340,8 @@ def build(engine: Engine, session: gr.State) -> Page:
     cancel_button.click(engine.action(cancel, 3), [session, picker], [session, status, queue, picker, timer])
     retry_button.click(engine.action(retry, 3), [session, picker], [session, status, queue, picker, timer])
     submit_button.click(
-        engine.action(submit, 2), [session, kind, config_yaml, priority], [session, status, queue, picker]
+        engine.action(submit, 2 + len(job_outputs)),
+        [session, kind, config_yaml, priority],
+        [session, status, queue, picker, *job_outputs],
     )
     return Page(engine.action(refresh, 4), [status, queue, picker, new_job, job_panel])
