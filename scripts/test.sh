@@ -13,5 +13,18 @@ if command -v pg_ctlcluster >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432 2
 fi
 
 "$venv/ruff" check deepext apps tests benchmarks examples
-"$venv/mypy" --no-error-summary
-exec "$venv/pytest" "$@"
+# The type check runs beside the tests (one core each while the fast tests run); its verdict counts.
+types_log=$(mktemp)
+"$venv/mypy" --no-error-summary >"$types_log" 2>&1 &
+types_pid=$!
+tests_status=0
+"$venv/pytest" "$@" || tests_status=$?
+types_status=0
+wait "$types_pid" || types_status=$?
+if [ "$types_status" -ne 0 ]; then
+  cat "$types_log" >&2
+  echo "mypy found type errors (above)" >&2
+fi
+rm -f "$types_log"
+[ "$tests_status" -ne 0 ] && exit "$tests_status"
+exit "$types_status"

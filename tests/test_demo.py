@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+from deepext.config import Settings
 from deepext.demo import seed_demo
 from deepext.platform import Platform
+
+
+@pytest.fixture
+def platform(tmp_path: Path, postgres_url: str) -> Iterator[Platform]:
+    """On PostgreSQL only: `deepext up`'s first start seeds the demo on SQLite (tests/cli/test_up.py),
+    and a seed converts the real model (~20 s), too slow to repeat for nothing new."""
+    opened = Platform.open(Settings(home=tmp_path / "home", database_url=postgres_url))
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 @pytest.mark.slow
