@@ -9,7 +9,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from deepext.airgap import ray_init_kwargs
 from deepext.config import Settings
+from deepext.logs import ray_logging_config, reclaim_root_logger
 
 
 @dataclass(frozen=True)
@@ -23,10 +25,14 @@ class RayInfo:
 def connect_ray(settings: Settings, **init_kwargs: Any) -> RayInfo:
     """`ray.init` against the configured cluster, or a new local one (with its dashboard).
 
-    Inside a Ray job (a deepext job's entry point) `RAY_ADDRESS` names the job's own cluster."""
+    Inside a Ray job (a deepext job's entry point) `RAY_ADDRESS` names the job's own cluster. With
+    `log_format = "json"` the tasks and actors this driver starts log JSON too (Ray's LoggingConfig)."""
     import ray
 
     address = settings.ray_address or os.environ.get("RAY_ADDRESS")
+    init_kwargs = ray_init_kwargs(settings, init_kwargs, cluster=bool(address))
+    if (logging_config := ray_logging_config(settings.log_format)) is not None:
+        init_kwargs = {"logging_config": logging_config, **init_kwargs}
     if not address:
         # Ray Serve's throughput mode for the API's proxy and replicas (they inherit this process's
         # environment when Ray starts here; a cluster sets it in its own start-up environment).
@@ -41,6 +47,7 @@ def connect_ray(settings: Settings, **init_kwargs: Any) -> RayInfo:
             dashboard_port=settings.ray_dashboard_port,
             **init_kwargs,
         )
+    reclaim_root_logger()  # Ray's LoggingConfig also configures this driver: keep deepext's handler
     dashboard = context.dashboard_url
     address_info: dict[str, Any] = getattr(context, "address_info", {})
     return RayInfo(

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     session_minutes: int = Field(60, ge=1, le=7 * 24 * 60, description="Lifetime of a login session token.")
     api_max_upload_mb: int = Field(1024, ge=1, description="Largest dataset upload the API accepts.")
     air_gapped: bool = Field(False, description="Refuse every outbound call to external providers.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Process logs: plain text, or one JSON object per line (and Ray's JSON logs)."
+    )
     secret_key: SecretStr | None = Field(
         None,
         description="Fernet key(s), comma-separated, the first encrypting, that encrypt provider API keys at "

@@ -12,9 +12,11 @@ from typing import Any
 
 from rich.console import Console
 
+from deepext.airgap import apply_air_gap
 from deepext.cluster import connect_ray
 from deepext.config import Settings, config_file_path
 from deepext.demo import seed_demo
+from deepext.logs import configure_logging
 from deepext.platform import Platform
 from deepext.serve.deployments import run_controller
 from deepext.serve.ingress import start_api
@@ -34,7 +36,8 @@ def start_ui(settings: Settings, api_url: str) -> tuple[Any, str]:
     """The Gradio web app in this process's threads, talking to the API at `api_url`; (app, its URL)."""
     from apps.gradio.app import build_app, launch
 
-    app = build_app(api_url)
+    secret = settings.ui_session_secret.get_secret_value() if settings.ui_session_secret else None
+    app = build_app(api_url, session_secret=secret)
     return app, launch(app, host=settings.ui_host, port=settings.ui_port)
 
 
@@ -53,6 +56,8 @@ def run_platform(settings: Settings, console: Console) -> None:
     import ray
 
     started = time.perf_counter()
+    configure_logging(settings.log_format)  # text or JSON lines on stderr; the console output stays on stdout
+    apply_air_gap(settings)  # before any model loads and before Ray starts: its workers inherit it
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -56,9 +56,12 @@ def actor() -> str:
 
 
 def open_platform() -> Platform:
+    from deepext.airgap import apply_air_gap
     from deepext.platform import Platform
 
-    return Platform.open(get_settings())
+    settings = get_settings()
+    apply_air_gap(settings)  # commands that open the platform may load models or start Ray
+    return Platform.open(settings)
 
 
 @contextmanager

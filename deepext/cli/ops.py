@@ -32,9 +32,12 @@ def doctor(
 ) -> None:
     """Check the database, Ray, GPUs, the artifact and vector stores and external providers; exit 1 if
     any check fails."""
+    from deepext.airgap import apply_air_gap
     from deepext.ops.doctor import any_failed, run_checks
 
-    results = run_checks(get_settings(), start_ray=start_ray, timeout_s=timeout)
+    settings = get_settings()
+    apply_air_gap(settings)  # a Ray it starts must not call out either
+    results = run_checks(settings, start_ray=start_ray, timeout_s=timeout)
     failed = any_failed(results)
     if json_output:
         print_json({"ok": not failed, "checks": [result.as_dict() for result in results]})

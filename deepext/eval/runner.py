@@ -32,6 +32,7 @@ from deepext.eval.generate import GenerationSettings, generate_with_vllm, render
 from deepext.eval.results import RunView, evaluate_example, fail_run, finish_run, record_examples, start_run
 from deepext.eval.suite import SuiteSpec, get_suite
 from deepext.platform import Platform
+from deepext.serve.providers.registry import check_air_gap
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ def _endpoint(
 ) -> contextlib.AbstractContextManager[Endpoint]:
     if kind == "endpoint":
         url, model = parse_endpoint_target(target)
+        check_air_gap(platform.settings, "endpoint", url)  # the one model call here outside the gateway
         key = os.environ.get(key_env) if key_env else None
         if key_env and not key:
             raise InvalidInput(f"environment variable {key_env} (the endpoint's API key) is not set", field="target")

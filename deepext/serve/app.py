@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deepext import audit
+from deepext import audit, logs, metrics
 from deepext import request as current_request
 from deepext.auth import rbac
 from deepext.auth.tokens import RecentPrincipals
@@ -38,18 +40,44 @@ def outcome_of(status: int, info: RequestInfo) -> str:
     return _OUTCOME_BY_STATUS.get(status, "invalid")
 
 
+def route_template(scope: Scope) -> str:
+    """The template of the route that served the request (`/api/v1/projects/{project}`), not its
+    path: one metric series per route, whatever ids the paths carry."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else metrics.UNMATCHED_ROUTE
+
+
+def _log_fields(info: RequestInfo, scope: Scope) -> Callable[[], Mapping[str, Any]]:
+    """The request's log fields, read at each log call: the user is known only after authentication,
+    the project only after routing."""
+
+    def fields() -> Mapping[str, Any]:
+        principal = info.principal
+        return {
+            "request_id": info.request_id,
+            "user": principal.username if principal is not None else None,
+            "project": scope.get("path_params", {}).get("project"),
+        }
+
+    return fields
+
+
 class RequestAuditMiddleware:
     """Gives every request an id (echoed in `X-Request-ID`) and makes sure every state-changing
     request and every refused one leaves exactly one audit row.
 
     Domain functions write the row of a successful change in its own transaction, stamped with this
     request (`deepext.request`). When a request ends without a row - it failed, or was refused -
-    this writes one with the outcome, before the response leaves.
+    this writes one with the outcome, before the response leaves. Lines logged while a request runs
+    carry its id, user and project; with `export_metrics` (an API replica on Ray) each request also
+    counts in `deepext.metrics` by method, route template and status class, with its latency.
     """
 
-    def __init__(self, app: ASGIApp, platform: Platform) -> None:
+    def __init__(self, app: ASGIApp, platform: Platform, export_metrics: bool = False) -> None:
         self.app = app
         self.platform = platform
+        self.export_metrics = export_metrics
         # Unique request ids without a system call per request: a random per-process prefix + a counter.
         self._id_prefix = uuid.uuid4().hex[:16]
         self._counter = itertools.count(1)
@@ -58,6 +86,7 @@ class RequestAuditMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID.match(incoming) else f"{self._id_prefix}{next(self._counter):08x}"
         client = scope.get("client")
@@ -65,6 +94,7 @@ class RequestAuditMiddleware:
         scope["deepext"] = info
         context = current_request.RequestContext(request_id, client_addr=info.client_addr)
         written = False
+        status = 500  # until a response starts
 
         async def finish(status: int) -> None:
             nonlocal written
@@ -73,17 +103,26 @@ class RequestAuditMiddleware:
             written = True
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                await finish(message["status"])
+                status = message["status"]
+                await finish(status)
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
+        log_fields = logs.push(_log_fields(info, scope))
         with current_request.bind(context):
             try:
                 await self.app(scope, receive, send_with_id)
             except Exception:
                 await finish(500)
-                raise
+                raise  # log fields kept: the 500 handler, outside this middleware, logs it in this task
+            else:
+                logs.unbind(log_fields)
+            finally:
+                if self.export_metrics:
+                    elapsed = time.perf_counter() - started
+                    metrics.record_api_request(scope["method"], route_template(scope), status, elapsed)
 
     @staticmethod
     def _needs_row(scope: Scope, status: int, info: RequestInfo, context: current_request.RequestContext) -> bool:
@@ -106,8 +145,9 @@ class RequestAuditMiddleware:
             )
 
 
-def create_app(platform: Platform) -> FastAPI:
-    """The API over one platform; syncs the role permissions from policy.csv into the store."""
+def create_app(platform: Platform, *, export_metrics: bool = False) -> FastAPI:
+    """The API over one platform; syncs the role permissions from policy.csv into the store.
+    `export_metrics`: record request metrics through Ray (set by the Serve replica, `ingress.py`)."""
     from deepext.serve.routes import OPENAI_ROUTER, ROUTERS
 
     with platform.db.session() as session:
@@ -128,7 +168,7 @@ def create_app(platform: Platform) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(OPENAI_ROUTER)
-    app.add_middleware(RequestAuditMiddleware, platform=platform)
+    app.add_middleware(RequestAuditMiddleware, platform=platform, export_metrics=export_metrics)
     return app
 
 

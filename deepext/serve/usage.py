@@ -21,6 +21,7 @@ from sqlalchemy import String, case, cast, func, select
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
+from deepext import metrics
 from deepext.db.models import Provider, UsageEvent, utcnow
 from deepext.errors import InvalidInput
 from deepext.models.versions import add_usage
@@ -93,7 +94,11 @@ class UsageMeter:
 
 
 def record_call(platform: Platform, meter: UsageMeter) -> None:
-    """Write the call's usage event; a deployment that answered also counts on its model version."""
+    """Write the call's usage event; a deployment that answered also counts on its model version.
+    The call also counts in the exported metrics (`deepext.metrics`, inside Ray only)."""
+    metrics.record_model_call(
+        meter.model, meter.target_kind, meter.error is None, meter.prompt_tokens, meter.completion_tokens
+    )
     with platform.db.session() as session:  # one transaction: one commit per call
         session.add(meter.row())
         if meter.target_kind == "deployment" and meter.error is None and meter.model_version_id is not None:

@@ -42,19 +42,23 @@ class JobContext:
     dataset: str | None = None  # PROJECT/NAME@VERSION
     model_path: Path | None = None  # the resolved base model or model version folder, if the job names one
     job_config: dict[str, Any] = field(default_factory=dict)  # the whole job config (for custom: script, params...)
+    kind: str | None = None  # sft | grpo | eval | custom (a label of the job's exported metrics)
     saved_model: Path | None = None
     saved_adapter: Path | None = None
     final_metrics: dict[str, Any] = field(default_factory=dict)
 
     def report(self, step: int, **metrics: Any) -> None:
-        """Record one step's metrics with the job (printed when run locally)."""
+        """Record one step's metrics with the job (printed when run locally). Inside Ray the step,
+        reward mean and tokens/s are also exported to Prometheus (`deepext.metrics`)."""
         self.final_metrics.update(metrics)
         if self.platform is None or self.job_id is None:
             print(f"step {step}: " + ", ".join(f"{k}={v}" for k, v in metrics.items()), flush=True)
             return
+        from deepext.metrics import record_job_report
         from deepext.train.jobs import report_metrics
 
         report_metrics(self.platform, self.job_id, step, metrics)
+        record_job_report(self.job_id, self.kind or "unknown", self.project or "", step, metrics)
 
     def save_model(self, path: str | Path, *, adapter: str | Path | None = None) -> None:
         """Name the Hugging Face folder (and LoRA adapter folder) to register when the job succeeds."""

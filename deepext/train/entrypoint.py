@@ -4,22 +4,27 @@ It loads the job from the metadata store, marks it running, runs its kind, regis
 produced as a model version with its lineage, stores the run's report files, and marks the job
 succeeded - or failed with a one-line reason (the traceback goes to the Ray job's log). The model
 version is registered before the job is marked succeeded, and a failed job registers nothing.
+
+Its log lines carry the job's id, as text or JSON (`log_format`); connected to Ray (GRPO and SFT
+always are), its reports and state changes are exported as metrics (`deepext.metrics`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import socket
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
+from deepext.airgap import apply_air_gap
 from deepext.config import get_settings
 from deepext.db.models import Job, JobState
 from deepext.errors import Conflict
+from deepext.logs import configure_logging
 from deepext.platform import Platform
 from deepext.train.context import JobContext
 from deepext.train.jobs import JobView, fail, get_job, output_folder, transition
@@ -27,18 +32,23 @@ from deepext.train.runners import RUNNERS, describe_failure
 from deepext.train.specs import pin_dataset
 
 REPORT_FILES = ("metrics.jsonl", "tensorboard", "config.yaml", "run_config.yaml")
+log = logging.getLogger("deepext.job")
 
 
 def model_reference(kind: str, config: dict[str, Any]) -> str | None:
     """The model a training job starts from (an eval job names its target instead)."""
     if kind == "eval":
         return None
+    if kind == "sweep":
+        return str(config["base"]["model"]["path"])
     return config.get("model") if kind == "custom" else config["model"]["path"]
 
 
 def dataset_reference(kind: str, config: dict[str, Any]) -> str | None:
     if kind == "eval":
         return None
+    if kind == "sweep":
+        return config["base"].get("data", {}).get("dataset")
     return config.get("dataset") if kind == "custom" else config.get("data", {}).get("dataset")
 
 
@@ -53,7 +63,7 @@ def run_job(platform: Platform, job_id: int) -> int:
             expect=frozenset({JobState.STARTING}),
         )
     except Conflict as exc:  # cancelled (or reconciled) before it got here: nothing to do
-        print(f"deepext job {job_id}: not starting: {exc}", file=sys.stderr)
+        log.warning("deepext job %s: not starting: %s", job_id, exc)
         return 0
     ctx = _context(platform, job)
     try:
@@ -67,7 +77,7 @@ def run_job(platform: Platform, job_id: int) -> int:
         version = _register(platform, job, ctx, resolved)
         output_key = _store_report(platform, ctx.output_dir)
     except BaseException as exc:
-        traceback.print_exc()
+        log.error("deepext job %s failed", job_id, exc_info=exc)
         reason = describe_failure(job.kind, job.config, exc)
         with contextlib.suppress(Conflict):  # cancelled meanwhile: the cancel is the truth
             fail(platform, job_id, reason)
@@ -81,7 +91,7 @@ def run_job(platform: Platform, job_id: int) -> int:
     try:
         transition(platform, job_id, JobState.SUCCEEDED, reason, update=_finish)
     except Conflict as exc:
-        print(f"deepext job {job_id}: finished but {exc}", file=sys.stderr)
+        log.warning("deepext job %s: finished but %s", job_id, exc)
     return 0
 
 
@@ -97,6 +107,7 @@ def _context(platform: Platform, job: JobView) -> JobContext:
         project=job.project,
         dataset=dataset_reference(job.kind, job.config),
         job_config=dict(job.config),
+        kind=job.kind,
     )
 
 
@@ -149,7 +160,10 @@ def _plain(value: Any) -> bool:
 def main() -> None:
     if len(sys.argv) != 2 or not sys.argv[1].isdigit():
         raise SystemExit("usage: python -m deepext.train.entrypoint JOB_ID")
-    platform = Platform.open(get_settings(), migrate=False)
+    settings = get_settings()
+    configure_logging(settings.log_format, fields={"job_id": int(sys.argv[1])})
+    apply_air_gap(settings)  # before any model loads; the job's Ray workers get it from connect_ray
+    platform = Platform.open(settings, migrate=False)
     try:
         code = run_job(platform, int(sys.argv[1]))
     finally:

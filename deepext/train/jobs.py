@@ -26,10 +26,11 @@ from sqlalchemy.orm import Session
 from deepext import audit
 from deepext.db.models import Job, JobEvent, JobMetric, JobState, Project
 from deepext.errors import Conflict, InvalidInput, NotFound
+from deepext.metrics import record_job_transition
 from deepext.platform import Platform
 from deepext.projects import get_project
 
-KINDS = ("sft", "grpo", "eval", "custom")
+KINDS = ("sft", "grpo", "eval", "custom", "sweep")
 ACTIVE = frozenset({JobState.STARTING, JobState.RUNNING})
 FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 ALLOWED: dict[str, frozenset[str]] = {
@@ -163,7 +164,9 @@ def create_job(
             detail={"kind": kind, "priority": priority, "resources": resources},
         )
         session.flush()
-        return _view(job, project)
+        view = _view(job, project)
+    record_job_transition(kind, JobState.QUEUED)  # committed: count it (a no-op outside Ray)
+    return view
 
 
 def get_job(platform: Platform, job_id: int) -> JobView:
@@ -236,7 +239,9 @@ def transition(
             actor, action = audited
             audit.record(session, actor=actor, action=action, resource=f"job:{job.id}", project_id=job.project_id)
         session.flush()
-        return _view(job, project)
+        view = _view(job, project)
+    record_job_transition(view.kind, to_state)  # committed: count it (a no-op outside Ray)
+    return view
 
 
 def fail(platform: Platform, job_id: int, error: str) -> JobView:

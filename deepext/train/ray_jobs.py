@@ -17,7 +17,7 @@ from deepext.config import Settings
 # Settings a job's entry point needs to reach the platform's stores. Not `ray_address`: inside a Ray
 # job `RAY_ADDRESS` names the job's own cluster, and a forwarded `ray://` address would send the job's
 # driver traffic through Ray Client instead.
-_FORWARDED = ("home", "database_url", "artifact_uri", "vector_store_uri")
+_FORWARDED = ("home", "database_url", "artifact_uri", "vector_store_uri", "air_gapped")
 
 
 @dataclass(frozen=True)
