@@ -1,0 +1,149 @@
+"""Sweeps: a bad search space is refused before anything is queued; a sweep of six GRPO trials on the
+tiny model runs on Ray Tune (concurrency 2, ASHA) as a job, ASHA stops the poor trials early, and the
+best trial's model is registered with the sweep as its job."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deepext.config import Settings
+from deepext.errors import InvalidInput
+from deepext.platform import Platform
+from deepext.train import submit_job
+
+
+def grpo_base(model: Path, prompts: Path) -> dict[str, Any]:
+    return {
+        "name": "sweep-base",
+        "model": {"path": str(model)},
+        "data": {"path": str(prompts)},
+        "rewards": [{"name": "length_penalty", "params": {"max_chars": 12}}],
+        "sampling": {"group_size": 2, "prompts_per_step": 2, "max_new_tokens": 12},
+        "optim": {"learning_rate": 0.001},
+        "schedule": {"steps": 4},
+        "resources": {"rollout_cpus": 0.45, "learner_cpus": 0.45, "threads_per_worker": 1, "max_model_len": 128},
+    }
+
+
+def write_prompts(path: Path) -> Path:
+    path.write_text("".join(json.dumps({"prompt": f"Count to {i}"}) + "\n" for i in range(8)))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("space", "field", "reason"),
+    [
+        ({"optim.learnin_rate": {"choice": [0.1]}}, "search_space.optim.learnin_rate", "Extra inputs"),
+        ({"algorithm.kl_coef": {"choice": []}}, "search_space.algorithm.kl_coef", "at least one value"),
+        ({"optim.learning_rate": {"uniform": [0.1, 0.01]}}, "search_space.optim.learning_rate", "low < high"),
+        ({"optim.learning_rate": {"loguniform": [0, 0.1]}}, "search_space.optim.learning_rate", "low > 0"),
+        ({"sampling.group_size": {"grid": [1, 4]}}, "search_space.sampling.group_size", "does not fit"),
+        ({"schedule.steps.x": {"choice": [1]}}, "search_space.schedule.steps.x", "not a section"),
+        (
+            {"optim.learning_rate": {"choice": [1], "uniform": [0, 1]}},
+            "search_space.optim.learning_rate",
+            "exactly one",
+        ),
+    ],
+)
+def test_a_bad_search_space_is_refused_before_anything_is_queued(
+    platform: Platform, project: str, tiny_model: Path, tmp_path: Path, space: dict[str, Any], field: str, reason: str
+) -> None:
+    from deepext.train import list_jobs
+
+    config = {"kind": "grpo", "base": grpo_base(tiny_model, write_prompts(tmp_path / "p.jsonl")), "search_space": space}
+    with pytest.raises(InvalidInput) as refused:
+        submit_job(platform, project=project, kind="sweep", config=config, actor="t")
+    assert refused.value.field == field and reason in str(refused.value), str(refused.value)
+    assert list_jobs(platform, project=project) == []
+
+
+def test_a_sweep_names_a_wrong_base_field_under_base(platform: Platform, project: str, tmp_path: Path) -> None:
+    base = {**grpo_base(tmp_path / "no-model", write_prompts(tmp_path / "p.jsonl"))}
+    config = {"kind": "grpo", "base": base, "search_space": {"optim.learning_rate": {"choice": [0.1]}}}
+    with pytest.raises(InvalidInput) as refused:
+        submit_job(platform, project=project, kind="sweep", config=config, actor="t")
+    assert refused.value.field == "base.model.path"
+
+
+@pytest.fixture
+def lab(tmp_path: Path, postgres_url: str, ray_session: str) -> Iterator[Platform]:
+    from deepext.projects import create_project
+    from deepext.train.ray_jobs import RayJobs
+    from deepext.train.scheduler import Scheduler
+
+    settings = Settings(home=tmp_path / "home", database_url=postgres_url, ray_jobs_url=ray_session)
+    platform = Platform.open(settings)
+    with platform.db.session() as session:
+        create_project(session, name="lab", actor="test")
+    scheduler = Scheduler(platform, RayJobs(settings), per_project_limit=2)
+    stop = threading.Event()
+    thread = threading.Thread(target=scheduler.run, args=(stop, 0.2), daemon=True)
+    thread.start()
+    try:
+        yield platform
+    finally:
+        stop.set()
+        thread.join()
+        platform.close()
+
+
+@pytest.mark.slow
+def test_six_trials_two_at_a_time_asha_stops_the_poor_ones_and_the_best_is_registered(
+    lab: Platform, tiny_model: Path, tmp_path: Path
+) -> None:
+    from deepext.models.registry import register_base_model
+    from deepext.models.versions import get_model_version
+    from deepext.train import job_metrics, wait_for_job
+    from deepext.train.trials import list_trials
+
+    register_base_model(lab, "tiny", tiny_model, actor="test")
+    lab.datasets.push("lab", "counting", write_prompts(tmp_path / "counting.jsonl"), actor="test")
+    base = grpo_base(tiny_model, tmp_path / "unused.jsonl")
+    base["model"], base["data"] = {"path": "tiny"}, {"dataset": "counting@1"}
+    config = {
+        "kind": "grpo",
+        "base": base,
+        "search_space": {
+            "optim.learning_rate": {"loguniform": [1.0e-4, 1.0e-1]},
+            "algorithm.kl_coef": {"choice": [0.0, 0.05]},
+        },
+        "metric": "reward_mean",
+        "mode": "max",
+        "trials": 6,
+        "concurrency": 2,
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    }
+    started = time.monotonic()
+    job = submit_job(lab, project="lab", kind="sweep", config=config, name="counting", actor="t")
+    assert job.resources["CPU"] == pytest.approx(2 * 0.9)  # two trials' learners and rollout workers
+    done = wait_for_job(lab, job.id, timeout=900)
+    print(f"\nsweep of 6 trials, 2 at a time: {time.monotonic() - started:.0f} s")
+    assert done.state == "succeeded", done.error
+
+    trials = list_trials(lab, job.id)
+    for trial in trials:
+        print(f"trial {trial.number} {trial.trial_id}: {trial.state} after {trial.steps} of 4 steps, "
+              f"reward_mean {trial.metrics.get('reward_mean')}, {trial.config}")  # fmt: skip
+    assert len(trials) == 6 and all(set(t.config) == set(config["search_space"]) for t in trials)
+    assert {t.state for t in trials} <= {"completed", "stopped"}
+    stopped = [t for t in trials if t.state == "stopped"]
+    assert stopped and all(t.steps < 4 for t in stopped)  # ASHA ended them before the last step
+    assert any(t.state == "completed" and t.steps == 4 for t in trials)
+
+    rows = job_metrics(lab, job.id)
+    assert {row["trial"] for row in rows} == {t.number for t in trials}  # every trial's curve is kept
+    best = done.metrics["best_trial"]
+    version = get_model_version(lab, "lab", "counting@1")
+    assert version.job_id == job.id and version.base_model == "tiny"
+    winner = next(t for t in trials if t.trial_id == best)
+    assert winner.state == "completed"
+    finished = [t for t in trials if t.state == "completed"]
+    assert winner.metrics["reward_mean"] == max(t.metrics["reward_mean"] for t in finished)
