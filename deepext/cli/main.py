@@ -14,6 +14,7 @@ from deepext.cli.grpo import grpo_app
 from deepext.cli.jobs import jobs_app
 from deepext.cli.knowledge import kb_app
 from deepext.cli.models import models_app
+from deepext.cli.providers import providers_app
 from deepext.cli.sweeps import sweeps_app
 from deepext.cli.users import users_app
 from deepext.config import get_settings
@@ -32,6 +33,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(kb_app, name="kb")
+app.add_typer(providers_app, name="providers")
 app.command("login")(remote.login)
 app.command("logout")(remote.logout)
 app.command("doctor")(ops.doctor)

@@ -337,6 +337,39 @@ def delete_provider(platform: Platform, *, project: str, name: str, actor: str) 
         )
 
 
+# ---- what administrators do
+def rotate_provider_keys(platform: Platform, *, actor: str) -> int:
+    """Encrypt every stored provider API key again with the first configured secret key, so the keys
+    after it can be dropped from `DEEPEXT_SECRET_KEY`; returns how many were re-encrypted.
+
+    One transaction with one audit row: a key that no configured key can decrypt raises
+    `Unavailable` naming its provider and project, and nothing is changed. The rows are locked
+    (PostgreSQL) so a concurrent PATCH of a key is not overwritten with the old one."""
+    box = SecretBox.from_settings(platform.settings)
+    with platform.db.session() as session:
+        rows = session.execute(
+            select(Provider, Project.name)
+            .join(Project, Project.id == Provider.project_id)
+            .order_by(Project.name, Provider.name)
+            .with_for_update(of=Provider)
+        ).all()
+        rotated: list[str] = []
+        for row, project in rows:
+            if row.api_key_encrypted is None:
+                continue
+            what = f"the API key of provider {row.name!r} in project {project!r}"
+            row.api_key_encrypted = box.rotate(row.api_key_encrypted, what=what)
+            rotated.append(f"{project}/{row.name}")
+        audit.record(
+            session,
+            actor=actor,
+            action="provider.rotate_keys",
+            resource="providers",
+            detail={"reencrypted": len(rotated), "providers": rotated},
+        )
+    return len(rotated)
+
+
 # ---- what the gateway asks
 def is_provider_model(public_name: str) -> bool:
     """`PROJECT/PROVIDER/MODEL` (a provider's model) rather than `PROJECT/NAME` (a deployment)."""

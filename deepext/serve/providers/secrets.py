@@ -2,9 +2,10 @@
 
 The key comes from the `secret_key` setting (`DEEPEXT_SECRET_KEY`): one or more Fernet keys,
 comma-separated; the first encrypts, every one decrypts, so a key is rotated by putting the new one
-first. Unset, the platform creates `<home>/secret.key` once (mode 0600) and uses it. Every process
-that serves the API must see the same key: on a cluster whose API replicas run on several nodes,
-set `DEEPEXT_SECRET_KEY` (or share the home folder).
+first and running `deepext providers rotate-keys` (`rotate_provider_keys`), after which the old one
+can be dropped. Unset, the platform creates `<home>/secret.key` once (mode 0600) and uses it.
+Every process that serves the API must see the same key: on a cluster whose API replicas run on
+several nodes, set `DEEPEXT_SECRET_KEY` (or share the home folder).
 
 Make a key: `python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"`.
 """
@@ -55,6 +56,17 @@ class SecretBox:
             raise Unavailable(
                 f"{what} cannot be decrypted with the platform's secret key (was DEEPEXT_SECRET_KEY or "
                 f"<home>/{KEY_FILE} changed?); set the key again with PATCH"
+            ) from exc
+
+    def rotate(self, token: str, *, what: str) -> str:
+        """`token` encrypted again with the first key (`MultiFernet.rotate`: any configured key may
+        open it, its original timestamp is kept); `Unavailable` naming `what` if none can."""
+        try:
+            return self._fernet.rotate(token.encode("ascii")).decode("ascii")
+        except InvalidToken as exc:
+            raise Unavailable(
+                f"{what} cannot be decrypted with any configured secret key; add the key it was encrypted with "
+                "to DEEPEXT_SECRET_KEY (after the new one), or set that API key again with PATCH"
             ) from exc
 
 
