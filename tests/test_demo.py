@@ -14,7 +14,7 @@ from deepext.platform import Platform
 
 @pytest.fixture
 def platform(tmp_path: Path, postgres_url: str) -> Iterator[Platform]:
-    """On PostgreSQL only: `deepext up`'s first start seeds the demo on SQLite (tests/cli/test_up.py),
+    """On PostgreSQL only: `deepext up`'s first start seeds the demo on SQLite (tests/ops/test_air_gapped.py),
     and a seed converts the real model (~20 s), too slow to repeat for nothing new."""
     opened = Platform.open(Settings(home=tmp_path / "home", database_url=postgres_url))
     try:

@@ -9,7 +9,9 @@ admin and an external provider (OpenAI's URL), starts `deepext up` (the demo see
 its wheel, a local Ray, the API on Ray Serve, the web app), logs in, lists projects, uploads a dataset,
 adds a knowledge-base document and searches it (the local embedding model), is refused registering
 and calling the external provider, runs `deepext doctor` against the running Ray, and stops the
-platform with SIGINT.
+platform with SIGINT. It is also `deepext up`'s own test as a user runs it: the admin made with
+`deepext users create-admin`, the addresses it prints (SQLite file, Ray, Ray Jobs, the REST API and
+the web app on their configured ports), and a clean stop within 30 s of Ctrl-C.
 
 Every Python process of the run - Ray's workers, dashboard and agents included - loads a
 `sitecustomize` from PYTHONPATH that logs each `socket.connect`, `socket.sendto` and
@@ -41,6 +43,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -431,8 +434,14 @@ def test_the_air_gapped_platform_works_with_only_loopback_and_connects_nowhere_e
     } == dict.fromkeys(("database", "ray", "artifact store", "vector store"), "ok"), checks
     assert checks["providers"]["status"] == "skip" and "air-gapped" in checks["providers"]["detail"], checks
 
-    # Stopped cleanly on Ctrl-C.
+    # What `deepext up` prints: where everything is (this test is also `deepext up`'s own).
+    assert f"sqlite:///{tmp_path / 'home' / 'deepext.db'}" in up and "job scheduler  Ray Jobs at http://" in up, up
+    assert f"rest api       http://127.0.0.1:{seen['ports']['api']}/api/v1" in up, up
+    assert f"web app        http://127.0.0.1:{seen['ports']['ui']}" in up, up
+
+    # Stopped cleanly on Ctrl-C, soon.
     assert seen["stop"]["code"] == 0 and "deepext stopped." in seen["stop"]["output"], seen["stop"]
+    assert seen["stop"]["seconds"] < 30, seen["stop"]
 
     # Nothing tried to leave the machine, in any Python process of the run, but Ray's cloud probe.
     entries = read_log(log)
@@ -451,15 +460,18 @@ def test_the_air_gapped_platform_works_with_only_loopback_and_connects_nowhere_e
 def _prepare() -> None:
     """The admin, and a project with an external provider (registering one makes no call; with the
     air gap off here, it is allowed - the air-gapped gateway must then refuse calling it)."""
-    from deepext.auth.users import create_user
     from deepext.platform import Platform
     from deepext.projects import create_project
     from deepext.serve.providers.registry import ProviderCreate, create_provider
 
+    admin = subprocess.run(
+        [sys.executable, "-m", "deepext.cli.main", "users", "create-admin", "root", "--password-stdin"],
+        input=f"{PASSWORD}\n", capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert admin.returncode == 0 and "created admin root" in admin.stdout, admin.stderr
     platform = Platform.open(Settings(air_gapped=False))
     try:
         with platform.db.session() as session:
-            create_user(session, username="root", password=PASSWORD, admin=True, actor="test")
             create_project(session, name="outside", actor="test")
         spec = ProviderCreate.model_validate({"name": "openai", "api_key": "sk-" + "x" * 40, "models": ["gpt-4o-mini"]})
         create_provider(platform, project="outside", spec=spec, actor="test")
@@ -563,6 +575,7 @@ def run_scenario(workdir: Path, seen: dict[str, Any]) -> None:
     from tests.helpers import free_port
 
     os.environ["DEEPEXT_API_PORT"], os.environ["DEEPEXT_UI_PORT"] = str(free_port()), str(free_port())
+    seen["ports"] = {"api": os.environ["DEEPEXT_API_PORT"], "ui": os.environ["DEEPEXT_UI_PORT"]}
     seen["interfaces"] = interface_addresses()
     _prepare()
     process = subprocess.Popen(
@@ -578,13 +591,15 @@ def run_scenario(workdir: Path, seen: dict[str, Any]) -> None:
         seen.update(_use_platform(workdir, api_url, ui_url))
         seen["doctor"] = _doctor(ray_address)
     finally:
+        stopping = time.monotonic()
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        seen["stop"] = {"code": process.returncode, "output": output.rest(len(lines))}
+        seen["stop"] = {"code": process.returncode, "output": output.rest(len(lines)),
+                        "seconds": time.monotonic() - stopping}  # fmt: skip
 
 
 def main() -> None:
