@@ -193,7 +193,8 @@ def run_sweep(ctx: Any, attempt: int) -> None:
         _trial, kind=sweep.kind, base=base, metric=sweep.metric, output=str(output / "trials")
     )
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": 0}),  # the trial's learners and rollout actors ask for theirs
+        # A sliver of a CPU (Tune refuses none): the trial only waits; its learners and rollout actors ask for theirs.
+        tune.with_resources(trainable, {"cpu": 0.01}),
         param_space={path: domain.tune() for path, domain in sweep.search_space.items()},
         tune_config=tune.TuneConfig(
             metric=sweep.metric,
@@ -278,9 +279,21 @@ class TrialRecorder(Callback):
     results as a job metric row (`trial`, `trial_step`, values) under one growing sequence number."""
 
     def __init__(self, platform: Any, job_id: int, steps: int, report: Any) -> None:
-        self.platform, self.job_id, self.steps, self.report = platform, job_id, steps, report
+        self.settings, self.job_id, self.steps, self.report = platform.settings, job_id, steps, report
+        self._platform: Any = platform
         self.sequence = 0
         self.numbers: dict[str, int] = {}
+
+    @property
+    def platform(self) -> Any:
+        if self._platform is None:  # unpickled (Tune saves its callbacks with the experiment)
+            from deepext.platform import Platform
+
+            self._platform = Platform.open(self.settings, migrate=False)
+        return self._platform
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_platform": None}
 
     def _number(self, trial: Any) -> int:
         return self.numbers.setdefault(trial.trial_id, len(self.numbers) + 1)

@@ -5,7 +5,6 @@ best trial's model is registered with the sweep as its job."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from deepext.config import Settings
 from deepext.errors import InvalidInput
 from deepext.platform import Platform
 from deepext.train import submit_job
+from tests.helpers import lab_platform, scheduler_running
 
 
 def grpo_base(model: Path, prompts: Path) -> dict[str, Any]:
@@ -75,23 +74,11 @@ def test_a_sweep_names_a_wrong_base_field_under_base(platform: Platform, project
 
 @pytest.fixture
 def lab(tmp_path: Path, postgres_url: str, ray_session: str) -> Iterator[Platform]:
-    from deepext.projects import create_project
-    from deepext.train.ray_jobs import RayJobs
-    from deepext.train.scheduler import Scheduler
-
-    settings = Settings(home=tmp_path / "home", database_url=postgres_url, ray_jobs_url=ray_session)
-    platform = Platform.open(settings)
-    with platform.db.session() as session:
-        create_project(session, name="lab", actor="test")
-    scheduler = Scheduler(platform, RayJobs(settings), per_project_limit=2)
-    stop = threading.Event()
-    thread = threading.Thread(target=scheduler.run, args=(stop, 0.2), daemon=True)
-    thread.start()
+    platform = lab_platform(tmp_path, postgres_url, ray_session, "lab")
     try:
-        yield platform
+        with scheduler_running(platform):
+            yield platform
     finally:
-        stop.set()
-        thread.join()
         platform.close()
 
 
