@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,3 +53,33 @@ def uvicorn_in_thread(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def scheduler_running(platform: Platform, *, interval: float = 0.2) -> Iterator[Any]:
+    """The job scheduler on `platform`'s Ray Jobs API (its settings' `ray_jobs_url`) in a thread, as
+    `deepext up` runs it (two running jobs per project); yields the scheduler."""
+    from deepext.train.ray_jobs import RayJobs
+    from deepext.train.scheduler import Scheduler
+
+    scheduler = Scheduler(platform, RayJobs(platform.settings), per_project_limit=2)
+    stop = threading.Event()
+    thread = threading.Thread(target=scheduler.run, args=(stop, interval), daemon=True)
+    thread.start()
+    try:
+        yield scheduler
+    finally:
+        stop.set()
+        thread.join()
+
+
+def lab_platform(tmp_path: Path, database_url: str, ray_jobs_url: str, *projects: str) -> Platform:
+    """A platform whose jobs run on the tests' Ray (its Jobs API at `ray_jobs_url`), with `projects`."""
+    from deepext.config import Settings
+    from deepext.projects import create_project
+
+    platform = Platform.open(Settings(home=tmp_path / "home", database_url=database_url, ray_jobs_url=ray_jobs_url))
+    with platform.db.session() as session:
+        for name in projects:
+            create_project(session, name=name, actor="test")
+    return platform

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -17,13 +16,10 @@ from types import ModuleType
 import pytest
 import yaml
 
-from deepext.config import Settings
 from deepext.eval.runner import evaluate
 from deepext.platform import Platform
 from deepext.train import submit_job, wait_for_job
-from deepext.train.ray_jobs import RayJobs
-from deepext.train.scheduler import Scheduler
-from tests.helpers import invoke_cli
+from tests.helpers import invoke_cli, lab_platform, scheduler_running
 
 pytestmark = pytest.mark.slow
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "grpo_tiny_json" / "run.py"
@@ -39,21 +35,11 @@ def example() -> ModuleType:
 
 @pytest.fixture
 def lab(tmp_path: Path, postgres_url: str, ray_session: str) -> Iterator[Platform]:
-    settings = Settings(home=tmp_path / "home", database_url=postgres_url, ray_jobs_url=ray_session)
-    platform = Platform.open(settings)
-    with platform.db.session() as session:
-        from deepext.projects import create_project
-
-        create_project(session, name="colors", actor="test")
-    scheduler = Scheduler(platform, RayJobs(settings), per_project_limit=2)
-    stop = threading.Event()
-    thread = threading.Thread(target=scheduler.run, args=(stop, 0.2), daemon=True)
-    thread.start()
+    platform = lab_platform(tmp_path, postgres_url, ray_session, "colors")
     try:
-        yield platform
+        with scheduler_running(platform):
+            yield platform
     finally:
-        stop.set()
-        thread.join()
         platform.close()
 
 

@@ -26,7 +26,7 @@ from deepext.train import get_job, job_events, job_metrics, submit_job, wait_for
 from deepext.train.ray_jobs import RayJobs
 from deepext.train.scheduler import Scheduler
 from deepext.train.service import cancel_job
-from tests.helpers import invoke_cli
+from tests.helpers import invoke_cli, scheduler_running
 
 pytestmark = pytest.mark.slow
 SCRIPTS = Path(__file__).with_name("scripts")
@@ -55,15 +55,8 @@ def job_platform(job_settings: Settings) -> Iterator[Platform]:
 
 @pytest.fixture
 def scheduler(job_platform: Platform) -> Iterator[Scheduler]:
-    scheduler = Scheduler(job_platform, RayJobs(job_platform.settings), per_project_limit=2)
-    stop = threading.Event()
-    thread = threading.Thread(target=scheduler.run, args=(stop, 0.2), daemon=True)
-    thread.start()
-    try:
-        yield scheduler
-    finally:
-        stop.set()
-        thread.join()
+    with scheduler_running(job_platform) as running:
+        yield running
 
 
 def test_a_ray_job_ray_does_not_know_has_no_logs_and_is_missing(ray_session: str, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ copied to `$DEEPEXT_TEST_ARTIFACTS/ui/` too (CI keeps that folder as the run's a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -99,8 +100,6 @@ def seed_models_and_evaluations(platform: Platform, root: Path) -> None:
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
     """API (SQLite, users of tests/serve/conftest.py's `seed_users`) + web app, on free ports."""
-    from apps.gradio.app import build_app, launch
-    from deepext.serve.app import create_app
     from tests.serve.conftest import seed_users
 
     root = tmp_path_factory.mktemp("ui")
@@ -108,14 +107,26 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
     platform = Platform.open(settings)
     seed_users(platform)
     seed_models_and_evaluations(platform, root)
+    try:
+        with serving_ui(platform, tmp_path_factory.mktemp("screenshots")) as served:
+            yield served
+    finally:
+        platform.close()
+
+
+@contextlib.contextmanager
+def serving_ui(platform: Platform, screenshots: Path) -> Iterator[Ui]:
+    """The platform's API (uvicorn, in a thread) and the web app on it, both on free ports."""
+    from apps.gradio.app import build_app, launch
+    from deepext.serve.app import create_app
+
     with uvicorn_in_thread(create_app(platform)) as api_url:
         app = build_app(api_url)
         url = launch(app, host="127.0.0.1", port=free_port())
         try:
-            yield Ui(platform, api_url, url, tmp_path_factory.mktemp("screenshots"))
+            yield Ui(platform, api_url, url, screenshots)
         finally:
             app.close()
-            platform.close()
 
 
 @pytest.fixture(scope="module")

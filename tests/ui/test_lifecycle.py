@@ -8,6 +8,7 @@ answers are noise - the test checks that they arrive, not what they say."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -19,7 +20,8 @@ import pytest
 
 from deepext.config import Settings
 from deepext.platform import Platform
-from tests.ui.conftest import Ui
+from tests.helpers import scheduler_running
+from tests.ui.conftest import Ui, serving_ui
 from tests.ui.test_browser import expect_text, log_in, open_tab
 
 pytestmark = pytest.mark.slow
@@ -35,13 +37,7 @@ def ui(ray_session: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFact
     and dataset `questions`."""
     from ray import serve
 
-    from apps.gradio.app import build_app, launch
     from deepext.models.registry import register_base_model
-    from deepext.serve.app import create_app
-    from deepext.serve.deployments import run_controller
-    from deepext.train.ray_jobs import RayJobs
-    from deepext.train.scheduler import Scheduler
-    from tests.helpers import free_port, uvicorn_in_thread
     from tests.serve.conftest import seed_users
 
     root = tmp_path_factory.mktemp("lifecycle")
@@ -53,29 +49,33 @@ def ui(ray_session: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFact
     rows.write_text("".join(json.dumps({"prompt": f"Say {w}", "answer": w}) + "\n" for w in ["yes", "no"] * 4))
     platform.datasets.push("p", "questions", rows, actor="test")
 
-    stop = threading.Event()
-    scheduler = Scheduler(platform, RayJobs(settings), per_project_limit=2)
-    threads = [
-        threading.Thread(target=scheduler.run, args=(stop, 0.5), daemon=True),
-        threading.Thread(target=run_controller, args=(platform, stop, 1.0), daemon=True),
-    ]
-    for thread in threads:
-        thread.start()
     serve.start()
     try:
-        with uvicorn_in_thread(create_app(platform)) as api_url:
-            app = build_app(api_url)
-            url = launch(app, host="127.0.0.1", port=free_port())
-            try:
-                yield Ui(platform, api_url, url, tmp_path_factory.mktemp("screenshots"))
-            finally:
-                app.close()
+        screenshots = tmp_path_factory.mktemp("screenshots")
+        with (
+            scheduler_running(platform, interval=0.5),
+            controller_running(platform),
+            serving_ui(platform, screenshots) as served,
+        ):
+            yield served
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
         serve.shutdown()
         platform.close()
+
+
+@contextlib.contextmanager
+def controller_running(platform: Platform) -> Iterator[None]:
+    """The deployment controller as `deepext up` runs it, reconciling every second."""
+    from deepext.serve.deployments import run_controller
+
+    stop = threading.Event()
+    thread = threading.Thread(target=run_controller, args=(platform, stop, 1.0), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
 def fill_number(scope: Any, label: str, value: float) -> None:
