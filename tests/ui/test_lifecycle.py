@@ -155,7 +155,7 @@ def test_grpo_from_the_browser_to_a_streamed_chat_with_its_model(page: Any, ui: 
     page.get_by_role("button", name="Reload models", exact=True).click()
     expect(page.locator("#chat-model input")).to_have_value("p/chat", timeout=30_000)
     page.locator("#chat-input textarea").fill("Say yes")
-    page.locator("#chat-send").click()
+    page.locator("#chat-send").click(no_wait_after=True)  # the answer streams in; no navigation to wait for
     answer = page.locator("#chatbot .bot-row").last
     expect(answer).not_to_be_empty(timeout=60_000)
     ui.shot(page, "24-playground-chat")
@@ -170,6 +170,6 @@ def test_grpo_from_the_browser_to_a_streamed_chat_with_its_model(page: Any, ui: 
     expect(page.locator("#rag-base input")).to_have_value("handbook", timeout=30_000)
     page.locator("#rag-toggle input").check()
     page.locator("#chat-input textarea").fill("When is lunch?")
-    page.locator("#chat-send").click()
+    page.locator("#chat-send").click(no_wait_after=True)  # the answer streams in; no navigation to wait for
     expect_text(page, "#chat-sources", r"Sources[\s\S]*hours\.md")
     ui.shot(page, "25-playground-rag")
