@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from typer.testing import CliRunner
 
@@ -19,8 +21,11 @@ def run_cli(settings: Settings, monkeypatch: pytest.MonkeyPatch, *args: str) -> 
     monkeypatch.setenv("DEEPEXT_ARTIFACT_URI", settings.resolved_artifact_uri)
     monkeypatch.setenv("DEEPEXT_AIR_GAPPED", "1" if settings.air_gapped else "0")
     get_settings.cache_clear()
+    environment = dict(os.environ)  # the command may set the air gap's variables, for its process only
     try:
         result = CliRunner().invoke(app, list(args))
     finally:
+        os.environ.clear()
+        os.environ.update(environment)
         get_settings.cache_clear()
     return result.exit_code, " ".join(result.output.split())
