@@ -103,7 +103,9 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
     from tests.serve.conftest import seed_users
 
     root = tmp_path_factory.mktemp("ui")
-    settings = Settings(home=root / "home", database_url=f"sqlite:///{root / 'metadata.db'}")
+    # Module-scoped: made before the per-test isolation of DEEPEXT_* variables, so it names every setting
+    # it depends on (the provider test registers an external provider: not air-gapped).
+    settings = Settings(home=root / "home", database_url=f"sqlite:///{root / 'metadata.db'}", air_gapped=False)
     platform = Platform.open(settings)
     seed_users(platform)
     seed_models_and_evaluations(platform, root)

@@ -41,7 +41,8 @@ def ui(ray_session: str, tiny_model: Path, tmp_path_factory: pytest.TempPathFact
     from tests.serve.conftest import seed_users
 
     root = tmp_path_factory.mktemp("lifecycle")
-    settings = Settings(home=root / "home", database_url=f"sqlite:///{root / 'metadata.db'}", ray_jobs_url=ray_session)
+    database = f"sqlite:///{root / 'metadata.db'}"
+    settings = Settings(home=root / "home", database_url=database, ray_jobs_url=ray_session, air_gapped=False)
     platform = Platform.open(settings)
     seed_users(platform)
     register_base_model(platform, "tiny", tiny_model, actor="test")
