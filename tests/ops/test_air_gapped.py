@@ -103,8 +103,8 @@ def _hook(event, args):
             _write(event, None, (args[0], args[1]))
         else:
             _write(event, int(getattr(args[0], "family", -1)), args[1])
-    except Exception:
-        pass
+    except (TypeError, ValueError, IndexError):  # arguments of an unexpected shape: kept whole, never dropped
+        _write(event, None, args)
 
 
 if _PATH:
