@@ -36,6 +36,7 @@ from deepext.serve.routes.models import Lineage
 from deepext.serve.routes.projects import Member, ProjectPublic
 from deepext.serve.routes.users import UserPublic
 from deepext.train.jobs import JobView
+from deepext.train.trials import TrialView
 
 _CHUNK = 1024 * 1024
 
@@ -281,6 +282,9 @@ class DeepextClient:
     def job_metrics(self, project: str, job_id: int, *, after_step: int = -1) -> list[MetricRow]:
         path = f"/projects/{project}/jobs/{job_id}/metrics"
         return self._call(list[MetricRow], "GET", path, params={"after_step": after_step})
+
+    def job_trials(self, project: str, job_id: int) -> list[TrialView]:
+        return self._call(list[TrialView], "GET", f"/projects/{project}/jobs/{job_id}/trials")
 
     def cancel_job(self, project: str, job_id: int) -> JobView:
         return self._call(JobView, "POST", f"/projects/{project}/jobs/{job_id}/cancel")

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 jobs_app = typer.Typer(help="Training jobs (SFT, GRPO, custom scripts) on Ray.", no_args_is_help=True)
 
 
-def _load_config(path: Path) -> dict[str, Any]:
+def load_job_config(path: Path) -> dict[str, Any]:
     from deepext.grpo.config import load_config_file
 
     return load_config_file(path, dict)  # each kind's own checks run at submit
@@ -43,7 +43,7 @@ def jobs_submit(
     """Check and queue a job; with --wait, show its progress and fail when it fails."""
     from deepext.train import submit_job
 
-    data = _load_config(config) if config else {}
+    data = load_job_config(config) if config else {}
     if script is not None:
         data["script"] = str(script)
     client = remote_client()
@@ -51,7 +51,7 @@ def jobs_submit(
         job = client.submit_job(project, kind, data, name=name, priority=priority, max_retries=retries)
         out.print(f"job {job.id} queued ({job.kind}, {job.name}, priority {job.priority}) at {client.base_url}")
         if wait:
-            _follow_until_done(lambda: client.job(project, job.id).job, job.id)
+            follow_until_done(lambda: client.job(project, job.id).job, job.id)
         return
     platform = open_platform()
     job = submit_job(
@@ -68,10 +68,10 @@ def jobs_submit(
     if wait:
         from deepext.train import get_job
 
-        _follow_until_done(lambda: get_job(platform, job.id), job.id)
+        follow_until_done(lambda: get_job(platform, job.id), job.id)
 
 
-def _follow_until_done(fetch: Callable[[], JobView], job_id: int) -> None:
+def follow_until_done(fetch: Callable[[], JobView], job_id: int) -> None:
     """Poll the job (from the store, or the API in remote mode) with a live status line until it ends."""
     from deepext.train.jobs import FINISHED
 

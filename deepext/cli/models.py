@@ -1,5 +1,5 @@
 """`deepext models ...`: base models (GGUF imports, hub ids, local folders), tiny test models, and the
-project's model versions (list, show, lineage, tag and stage)."""
+project's model versions (list, show, lineage, tag and stage, export to GGUF, merge LoRA)."""
 
 from __future__ import annotations
 
@@ -257,6 +257,67 @@ def models_tag(
     out.print(f"{project}/{version.ref}: stage {version.stage}, tags {', '.join(version.tags) or '-'}", highlight=False)
     for other in archived:
         out.print(f"{project}/{other}: archived (was production)", highlight=False)
+
+
+@models_app.command("export")
+@reports_errors
+def models_export(
+    ref: str = typer.Argument(..., help="NAME@N, NAME (newest), NAME@STAGE or NAME@TAG."),
+    project: str = ProjectOption,
+    format: str = typer.Option("gguf", "--format", help="Only gguf for now."),
+    quant: list[str] = typer.Option(["f16", "q8_0"], "--quant", help="f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0, f32."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Folder (default: <home>/exports/PROJECT/NAME-vN)."),
+    ollama: str | None = typer.Option(
+        None, "--ollama", help="Push to this Ollama server, e.g. http://localhost:11434."
+    ),
+    ollama_name: str | None = typer.Option(None, help="Name on the Ollama server (default PROJECT-NAME:vN)."),
+    lmstudio_dir: Path | None = typer.Option(None, "--lmstudio-dir", help="Copy into this LM Studio models folder."),
+) -> None:
+    """Write GGUF files and an Ollama Modelfile of a model version; optionally push them to Ollama / LM Studio."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID
+
+    from deepext.errors import InvalidInput
+    from deepext.models.export import export_model_version
+
+    if format != "gguf":
+        raise InvalidInput(f"export format {format!r}: only gguf", field="format")
+    platform = open_platform()
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), console=err,
+                  transient=True) as bar:  # fmt: skip
+        tasks: dict[str, TaskID] = {}
+
+        def advance(quantization: str, done: int, total: int) -> None:
+            if quantization not in tasks:
+                tasks[quantization] = bar.add_task(f"{quantization} tensors", total=total)
+            bar.update(tasks[quantization], completed=done)
+
+        result = export_model_version(platform, project, ref, quantizations=quant, out_dir=out_dir,
+                                      ollama_url=ollama, ollama_name=ollama_name, lmstudio_dir=lmstudio_dir,
+                                      actor=actor(), progress=advance)  # fmt: skip
+    out.print(f"exported {result.version} in {result.seconds:.1f} s to {result.folder}", highlight=False)
+    for quantization, path in result.files.items():
+        out.print(f"  {quantization:<6} {result.sizes[quantization] / 2**20:8.1f} MiB  {path.name}", highlight=False)
+    out.print(f"  Modelfile  {result.modelfile}", highlight=False)
+    if result.ollama:
+        sent = "uploaded" if result.ollama["uploaded"] else "already on the server"
+        out.print(f"  ollama     {result.ollama['model']} at {result.ollama['server']} ({sent}); "
+                  f"call it as {project}/ollama/{result.ollama['model']}", highlight=False)  # fmt: skip
+    if result.lmstudio:
+        out.print(f"  lmstudio   {result.lmstudio}", highlight=False)
+
+
+@models_app.command("merge")
+@reports_errors
+def models_merge(
+    ref: str = typer.Argument(..., help="A lora version: NAME@N, NAME@STAGE or NAME@TAG."),
+    project: str = ProjectOption,
+    name: str | None = typer.Option(None, help="Name of the merged version (default: the same name)."),
+) -> None:
+    """Register a LoRA version's merged weights as a complete (full) model version, lineage kept."""
+    from deepext.models.export import merge_lora_version
+
+    merged = merge_lora_version(open_platform(), project, ref, name=name, actor=actor())
+    out.print(f"{project}/{merged.ref}: full model merged from {merged.parent}", highlight=False)
 
 
 def _lineage_name(step: ModelVersionView | BaseModelView) -> str:

@@ -303,6 +303,24 @@ class JobMetric(Base):
     values: Mapped[dict[str, Any]] = mapped_column()
 
 
+class SweepTrial(Base):
+    """One trial of a sweep job: the values it tried, where it is, and its latest metrics."""
+
+    __tablename__ = "sweep_trials"
+    __table_args__ = (UniqueConstraint("job_id", "trial_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    trial_id: Mapped[str] = mapped_column(String(64))  # Ray Tune's
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... in start order
+    state: Mapped[str] = mapped_column(String(16))  # running | completed | stopped | failed
+    config: Mapped[dict[str, Any]] = mapped_column()  # field path -> value tried
+    metrics: Mapped[dict[str, Any]] = mapped_column()
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class AuditEntry(Base):
     """An action taken on the platform, or a refused attempt; `entry_hash` chains each row to the
     one before it. Append-only: database triggers refuse UPDATE and DELETE. `project_id` has no

@@ -152,7 +152,12 @@ def start_rollout_workers(cfg: GRPOConfig) -> list[Any]:
     import ray
 
     resources = cfg.resources
-    actor: Any = ray.remote(RolloutWorker).options(num_cpus=resources.rollout_cpus, num_gpus=resources.rollout_gpus)
+    actor: Any = ray.remote(RolloutWorker).options(
+        num_cpus=resources.rollout_cpus,
+        num_gpus=resources.rollout_gpus,
+        # Not inside the placement group of whatever runs `train` (a sweep's Tune trial holds a sliver).
+        scheduling_strategy="DEFAULT",
+    )
     workers = [
         actor.remote(
             cfg.model.path,
@@ -188,6 +193,7 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
     from deepext.grpo.learner import PolicyLearner
     from deepext.grpo.rewards import RewardSet, RewardSpec
     from deepext.grpo.weight_sync import publish_weights, rollout_state_dict, shared_memory_root, sync_weights
+    from deepext.train.learner_groups import record_learner_group
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -200,6 +206,8 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
         torch.set_num_threads(cfg.resources.threads_per_worker)
     torch.manual_seed(cfg.schedule.seed)
     (output / f"learner-{rank}.pid").write_text(str(os.getpid()))
+    if rank == 0:
+        record_learner_group(output)
 
     learner = PolicyLearner(cfg, device=device, total_steps=steps, rank=rank, world_size=world)
     start = 0

@@ -39,12 +39,16 @@ def model_reference(kind: str, config: dict[str, Any]) -> str | None:
     """The model a training job starts from (an eval job names its target instead)."""
     if kind == "eval":
         return None
+    if kind == "sweep":
+        return str(config["base"]["model"]["path"])
     return config.get("model") if kind == "custom" else config["model"]["path"]
 
 
 def dataset_reference(kind: str, config: dict[str, Any]) -> str | None:
     if kind == "eval":
         return None
+    if kind == "sweep":
+        return config["base"].get("data", {}).get("dataset")
     return config.get("dataset") if kind == "custom" else config.get("data", {}).get("dataset")
 
 

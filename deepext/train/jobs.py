@@ -30,7 +30,7 @@ from deepext.metrics import record_job_transition
 from deepext.platform import Platform
 from deepext.projects import get_project
 
-KINDS = ("sft", "grpo", "eval", "custom")
+KINDS = ("sft", "grpo", "eval", "custom", "sweep")
 ACTIVE = frozenset({JobState.STARTING, JobState.RUNNING})
 FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 ALLOWED: dict[str, frozenset[str]] = {

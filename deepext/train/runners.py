@@ -14,6 +14,7 @@ from typing import Any
 
 from deepext.train.context import JobContext, MetricsFollower, activate
 from deepext.train.specs import CUSTOM_ENTRY
+from deepext.train.sweep import run_sweep
 
 
 def run_grpo(ctx: JobContext, attempt: int) -> None:
@@ -93,6 +94,7 @@ RUNNERS: dict[str, Callable[[JobContext, int], None]] = {
     "sft": run_sft,
     "custom": run_custom,
     "eval": run_eval,
+    "sweep": run_sweep,
 }
 
 

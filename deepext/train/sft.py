@@ -379,12 +379,15 @@ def sft_worker(loop_config: dict[str, Any]) -> None:
 
     from deepext.eval.checks import build_check
     from deepext.grpo.learner import resolve_dtype
+    from deepext.train.learner_groups import record_learner_group
 
     cfg = SFTConfig.model_validate(loop_config["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     output = Path(loop_config["output"])
     use_gpu: bool = loop_config["use_gpu"]
+    if rank == 0:
+        record_learner_group(output)
     if cfg.resources.threads_per_worker:
         torch.set_num_threads(cfg.resources.threads_per_worker)
     local = _is_local(cfg.model.path)

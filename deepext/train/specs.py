@@ -26,7 +26,7 @@ class CheckedJob:
 
 
 def check_job(platform: Platform, project: str, kind: str, config: dict[str, Any]) -> CheckedJob:
-    checks = {"grpo": _check_grpo, "sft": _check_sft, "custom": _check_custom, "eval": _check_eval}
+    checks = {"grpo": _check_grpo, "sft": _check_sft, "custom": _check_custom, "eval": _check_eval, "sweep": _check_sweep}
     if kind not in checks:
         raise InvalidInput(f"job kind {kind!r} cannot be submitted here; one of {', '.join(checks)}", field="kind")
     if not isinstance(config, dict):
@@ -163,3 +163,20 @@ def _check_eval(platform: Platform, project: str, config: dict[str, Any]) -> Che
     cpus, gpus = float(config.get("cpus_per_worker", 1)), float(config.get("gpus_per_worker", 0))
     pinned = {**config, "suite": suite.ref, "workers": workers, "cpus_per_worker": cpus, "gpus_per_worker": gpus}
     return CheckedJob(pinned, {"CPU": workers * cpus, "GPU": workers * gpus}, None)
+
+
+def _check_sweep(platform: Platform, project: str, config: dict[str, Any]) -> CheckedJob:
+    """The space against the base config (see `deepext.train.sweep`), the base as its own kind's job
+    would be checked (dataset pinned, model found); the sweep occupies `concurrency` trials' resources."""
+    from deepext.train.sweep import parse_sweep
+
+    sweep = parse_sweep(config)
+    base = _check_grpo if sweep.kind == "grpo" else _check_sft
+    try:
+        checked = base(platform, project, sweep.base)
+    except InvalidInput as exc:
+        field = f"base.{exc.field}" if exc.field else "base"
+        raise InvalidInput(f"base: {exc}", field=field) from exc
+    pinned = {**sweep.model_dump(mode="json", exclude_none=True), "base": checked.config}
+    resources = {name: value * sweep.concurrency for name, value in checked.resources.items()}
+    return CheckedJob(pinned, resources, checked.dataset_version_id)

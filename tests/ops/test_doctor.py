@@ -21,6 +21,7 @@ from deepext.db import Database
 from deepext.ops.doctor import CheckResult, any_failed, check_gpus, check_providers, check_ray, run_checks
 from deepext.platform import Platform
 from deepext.serve.providers.registry import ProviderCreate, create_provider
+from tests.helpers import free_port as closed_port
 from tests.ops import run_cli
 
 
@@ -57,12 +58,6 @@ def counting_server() -> Iterator[_CountingServer]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def by_name(results: list[CheckResult]) -> dict[str, CheckResult]:

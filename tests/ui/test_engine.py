@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import gradio as gr
+import pytest
 
 from apps.gradio.engine import Engine, error_text
 from apps.gradio.pages.training import (
@@ -72,6 +73,11 @@ def test_the_job_form_builds_a_grpo_config_and_the_yaml_round_trips() -> None:
     assert config["schedule"] == {"steps": 20} and config["model"]["lora"]["rank"] == 8
     sft = job_config("sft", **fields)
     assert sft["training"]["max_steps"] == 20 and "rewards" not in sft
+    from deepext.train.sweep import parse_sweep
+
+    sweep = job_config("sweep", **{**fields, "rewards": "valid_json", "model": "/models/tiny"})
+    assert sweep["base"]["schedule"] == {"steps": 20}
+    assert parse_sweep(sweep).search_space["optim.learning_rate"].loguniform == pytest.approx((1e-6, 1e-4))
     import yaml
 
     assert parse_yaml(yaml.safe_dump(config)) == config
@@ -88,6 +94,12 @@ def test_metric_rows_become_one_frame_per_plot_and_progress_counts_steps() -> No
     assert len(frames["kl"]) == 3 and frames["completion length"].empty
     line = "step 2 (3 logged): kl 0.01 · loss 0.8 · reward/json_mean 0.5 · reward_mean 0.2"
     assert latest_values(rows) == f"<small>{line}</small>"
+    sweep_rows = [
+        {"step": n, "values": {"trial": 1 + n % 2, "trial_step": 1 + n // 2, "reward_mean": n}} for n in range(4)
+    ]
+    curves = plot_frames(sweep_rows)["reward"]
+    assert sorted(set(curves["series"])) == ["trial 1 reward_mean", "trial 2 reward_mean"]
+    assert list(curves[curves["series"] == "trial 2 reward_mean"]["step"]) == [1, 2]
     assert "no metrics yet" in latest_values([])
     now = dt.datetime.now(dt.UTC)
     fields = dict(id=1, project="p", kind="grpo", name="g", state="running", config={"schedule": {"steps": 4}})

@@ -21,7 +21,7 @@ from deepext.train.jobs import JobView
 QUEUE_COLUMNS = ["id", "name", "kind", "state", "attempts", "owner", "created", "started", "finished"]
 FINISHED = {"succeeded", "failed", "cancelled"}
 POLL_SECONDS = 2.0
-JOB_OUTPUTS = 12  # what the job page shows (see `_job_view`): panel, header, progress, plots, latest, logs, ...
+JOB_OUTPUTS = 13  # what the job page shows (see `_job_view`): panel, header, progress, plots, latest, logs, ...
 # Plot -> which metric keys it draws (GRPO's names; SFT logs loss too).
 PLOTS: dict[str, re.Pattern[str]] = {
     "reward": re.compile(r"^reward(_mean|/.+_mean)$"),
@@ -74,12 +74,15 @@ def plot_frames(rows: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     """Metric rows (`{"step", "values"}`) as one long frame (step, value, series) per plot."""
     frames: dict[str, list[dict[str, Any]]] = {name: [] for name in PLOTS}
     for row in rows:
-        for key, value in row["values"].items():
+        values = row["values"]
+        # A sweep's rows carry their trial and its step: one curve per trial on the trial's steps.
+        step, prefix = values.get("trial_step", row["step"]), (f"trial {values['trial']} " if "trial" in values else "")
+        for key, value in values.items():
             if not isinstance(value, int | float) or isinstance(value, bool):
                 continue
             for plot, pattern in PLOTS.items():
                 if pattern.match(key):
-                    frames[plot].append({"step": row["step"], "value": float(value), "series": key})
+                    frames[plot].append({"step": step, "value": float(value), "series": prefix + key})
     return {name: pd.DataFrame(points, columns=["step", "value", "series"]) for name, points in frames.items()}
 
 
@@ -94,6 +97,27 @@ def latest_values(rows: list[dict[str, Any]]) -> str:
         if isinstance(value, int | float) and not isinstance(value, bool) and any(p.match(key) for p in PLOTS.values())
     ]
     return f"<small>step {last['step']} ({len(rows)} logged): {' · '.join(shown) or 'no plotted metric'}</small>"
+
+
+TRIAL_COLUMNS = ["#", "trial", "state", "steps", "metric", "values tried"]
+
+
+def trials_table(trials: list[Any], metric: str) -> pd.DataFrame:
+    """A sweep's trials: state, steps run, the latest value of the sweep's metric and the values tried."""
+    rows = [
+        {
+            "#": t.number,
+            "trial": t.trial_id,
+            "state": t.state,
+            "steps": t.steps,
+            "metric": t.metrics.get(metric),
+            "values tried": ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.config.items()
+            ),
+        }
+        for t in trials
+    ]
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 
 def job_header(detail: JobDetail) -> str:
@@ -132,7 +156,36 @@ def job_config(
     lora_rank: float,
     batch_size: float,
 ) -> dict[str, Any]:
-    """The config the form describes (only the fields it sets; the server fills in the defaults)."""
+    """The config the form describes (only the fields it sets; the server fills in the defaults). A
+    sweep starts as the form's GRPO config with the learning rate searched around the form's value,
+    six trials two at a time under ASHA - edit its YAML for other fields."""
+    if kind == "sweep":
+        rate = float(learning_rate) or 1e-5
+        return {
+            "kind": "grpo",
+            "base": job_config(
+                "grpo",
+                name=name,
+                model=model,
+                dataset=dataset,
+                rewards=rewards,
+                steps=steps,
+                learning_rate=learning_rate,
+                group_size=group_size,
+                prompts_per_step=prompts_per_step,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                kl_coef=kl_coef,
+                lora_rank=lora_rank,
+                batch_size=batch_size,
+            ),
+            "search_space": {"optim.learning_rate": {"loguniform": [rate / 10, rate * 10]}},
+            "metric": "reward_mean",
+            "mode": "max",
+            "trials": 6,
+            "concurrency": 2,
+            "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        }
     model_settings: dict[str, Any] = {"path": model.strip()}
     if lora_rank and int(lora_rank) > 0:
         model_settings["lora"] = {"rank": int(lora_rank), "alpha": 2 * int(lora_rank)}
@@ -219,6 +272,8 @@ def _job_view(session: UiSession, engine: Engine, job_id: int, rows: list[dict[s
         detail = client.job(session.project, job_id)
         new = client.job_metrics(session.project, job_id, after_step=after)
         logs = client.job_logs(session.project, job_id)
+        sweep = detail.job.kind == "sweep"
+        trials = client.job_trials(session.project, job_id) if sweep else []
     rows = rows + [{"step": m.step, "values": m.values} for m in new]
     frames = plot_frames(rows)
     job = detail.job
@@ -230,6 +285,7 @@ def _job_view(session: UiSession, engine: Engine, job_id: int, rows: list[dict[s
         progress_html(job, rows[-1]["step"] if rows else None),
         *(frames[name] for name in PLOTS),
         latest_values(rows),
+        gr.update(value=trials_table(trials, str(job.config.get("metric", ""))), visible=sweep),
         logs or "(no logs yet)",
         rows,
         gr.update(visible=running and session.may("jobs", "cancel")),
@@ -277,7 +333,7 @@ def build(engine: Engine, session: gr.State) -> Page:
                 picker = gr.Dropdown(label="Job", choices=[], elem_id="job-picker", scale=3)
                 open_button = gr.Button("Open", scale=0, min_width=90, elem_id="open-job")
         with gr.Column(scale=2), gr.Accordion("New job", open=False, visible=False, elem_id="new-job") as new_job:
-            kind = gr.Radio(["grpo", "sft"], value="grpo", label="Kind")
+            kind = gr.Radio(["grpo", "sft", "sweep"], value="grpo", label="Kind")
             name = gr.Textbox(label="Name", placeholder="grpo")
             model = gr.Textbox(label="Model", placeholder="base model, model version (NAME@N) or a local folder")
             dataset = gr.Textbox(label="Dataset", placeholder="NAME@VERSION or NAME@LABEL")
@@ -314,6 +370,7 @@ def build(engine: Engine, session: gr.State) -> Page:
                 for i, plot in enumerate(PLOTS)
             ]
         latest = gr.HTML(elem_id="job-latest")
+        trials = gr.Dataframe(label="Trials", interactive=False, visible=False, elem_id="job-trials", max_height=300)
         logs = gr.Textbox(label="Logs", lines=12, max_lines=12, autoscroll=True, elem_id="job-logs")
     metrics = gr.State([])
     timer = gr.Timer(POLL_SECONDS, active=False)
@@ -330,7 +387,7 @@ def build(engine: Engine, session: gr.State) -> Page:
     for component in [kind, *form]:
         component.change(to_yaml, [kind, *form], [config_yaml])  # type: ignore[attr-defined]
 
-    job_outputs = [job_panel, header, progress, *plots, latest, logs, metrics, cancel_button, timer]
+    job_outputs = [job_panel, header, progress, *plots, latest, trials, logs, metrics, cancel_button, timer]
     assert len(job_outputs) == JOB_OUTPUTS
     open_button.click(
         engine.action(open_job, len(job_outputs)), [session, picker], [session, status, *job_outputs]

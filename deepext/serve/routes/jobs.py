@@ -14,12 +14,13 @@ from deepext.serve.deps import MAX_ID, Access, PlatformDep, RowId, allow
 from deepext.train import jobs as job_store
 from deepext.train.jobs import JobEventView, JobView
 from deepext.train.service import cancel_job, job_logs, submit_job
+from deepext.train.trials import TrialView, list_trials
 
 router = APIRouter(prefix="/projects/{project}/jobs", tags=["jobs"])
 
 
 class JobSubmit(BaseModel):
-    kind: str = Field(description="grpo, sft, eval or custom")
+    kind: str = Field(description="grpo, sft, eval, custom or sweep")
     config: dict[str, Any] = Field(description="The job's config, as in the YAML files of `deepext jobs submit`.")
     name: str = Field("", max_length=128)
     priority: int = Field(0, ge=-1000, le=1000)
@@ -100,6 +101,15 @@ def metrics(
     _job_in(platform, access, job_id)
     rows = job_store.job_metrics(platform, job_id, after_step=after_step)
     return [MetricRow(step=r.pop("step"), at=r.pop("at"), values=r) for r in rows]
+
+
+@router.get("/{job_id}/trials")
+def trials(
+    project: str, job_id: RowId, access: Annotated[Access, allow("jobs", "read")], platform: PlatformDep
+) -> list[TrialView]:
+    """A sweep job's trials (values tried, state, latest metrics) in start order; none for other jobs."""
+    _job_in(platform, access, job_id)
+    return list_trials(platform, job_id)
 
 
 @router.post("/{job_id}/cancel")
