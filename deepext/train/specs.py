@@ -26,7 +26,13 @@ class CheckedJob:
 
 
 def check_job(platform: Platform, project: str, kind: str, config: dict[str, Any]) -> CheckedJob:
-    checks = {"grpo": _check_grpo, "sft": _check_sft, "custom": _check_custom, "eval": _check_eval, "sweep": _check_sweep}
+    checks = {
+        "grpo": _check_grpo,
+        "sft": _check_sft,
+        "custom": _check_custom,
+        "eval": _check_eval,
+        "sweep": _check_sweep,
+    }
     if kind not in checks:
         raise InvalidInput(f"job kind {kind!r} cannot be submitted here; one of {', '.join(checks)}", field="kind")
     if not isinstance(config, dict):
