@@ -37,13 +37,14 @@ def main() -> None:
     import ray
 
     from deepext.config import Settings
+    from deepext.db.models import JobState
     from deepext.grpo import train
     from deepext.models.registry import register_base_model
     from deepext.models.tiny import create_tiny_model
     from deepext.platform import Platform
     from deepext.projects import create_project
     from deepext.train.entrypoint import run_job
-    from deepext.train.jobs import get_job
+    from deepext.train.jobs import get_job, transition
     from deepext.train.service import submit_job
     from deepext.train.sweep import with_value
     from deepext.train.trials import list_trials
@@ -83,6 +84,7 @@ def main() -> None:
         }
         job = submit_job(platform, project="bench", kind="sweep", config=sweep, actor="bench")
         started = time.perf_counter()
+        transition(platform, job.id, JobState.STARTING, "benchmark")  # as the scheduler claims a job
         code = run_job(platform, job.id)  # the job's entry point, in this process
         sweep_s = time.perf_counter() - started
         done = get_job(platform, job.id)

@@ -53,6 +53,7 @@ def seed(settings: Any, steps: list[int]) -> dict[int, int]:
         config = {"name": f"run-{count}", "schedule": {"steps": count}}
         job = create_job(platform, project="bench", kind="grpo", config=config, resources={}, name=f"run-{count}",
                          actor="bench")  # fmt: skip
+        transition(platform, job.id, JobState.STARTING, "benchmark")
         transition(platform, job.id, JobState.RUNNING, "benchmark")
         for step in range(count):
             values = {

@@ -27,6 +27,7 @@ from deepext.knowledge.bases import KnowledgeBaseView
 from deepext.models.registry import BaseModelView
 from deepext.models.versions import ModelVersionView
 from deepext.serve.deployments import DeploymentView
+from deepext.serve.providers.probe import ProviderProbe
 from deepext.serve.providers.registry import ProviderPublic
 from deepext.serve.routes.audit_log import AuditRow, ChainCheck
 from deepext.serve.routes.auth import LoginResponse, Me, TokenCreated, TokenPublic
@@ -248,6 +249,14 @@ class DeepextClient:
     def update_provider(self, project: str, name: str, changes: dict[str, Any]) -> ProviderPublic:
         """Change the given fields; `{"api_key": None}` removes the key."""
         return self._call(ProviderPublic, "PATCH", f"/projects/{project}/providers/{name}", json=changes)
+
+    def test_provider(
+        self, project: str, spec: dict[str, Any] | None = None, *, name: str | None = None
+    ) -> ProviderProbe:
+        """Test a provider spec before saving it, or (`name=`) a saved provider with its stored key."""
+        if name is not None:
+            return self._call(ProviderProbe, "POST", f"/projects/{project}/providers/{name}/test")
+        return self._call(ProviderProbe, "POST", f"/projects/{project}/providers/test", json=spec)
 
     def delete_provider(self, project: str, name: str) -> None:
         self._request("DELETE", f"/projects/{project}/providers/{name}")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from deepext.client import ApiError, DeepextClient
+from tests.helpers import free_port
 from tests.serve.conftest import PASSWORD
 from tests.ui.conftest import Ui
 
@@ -212,6 +213,14 @@ def test_provider_credentials_are_stored_and_the_key_never_shown(page: Any, ui: 
     assert page.locator("#provider-key input").input_value() == ""
     assert key not in page.content()
     ui.shot(page, "15-providers")
+
+    # Test connection, before saving: an address nobody listens on is reported, and nothing is saved.
+    gone = f"http://127.0.0.1:{free_port()}/v1"
+    page.locator("#provider-name").get_by_role("textbox").fill("gone")
+    page.locator("#provider-url").get_by_role("textbox").fill(gone)
+    page.locator("#test-provider").click()
+    expect_text(page, "#providers-status", rf"Not reachable.*GET {re.escape(gone)}/models")
+    assert "gone" not in page.locator("#providers-table").inner_text()
 
 
 def test_a_token_is_shown_once_and_revoked(page: Any, ui: Ui) -> None:

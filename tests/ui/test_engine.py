@@ -192,3 +192,5 @@ def test_the_provider_form_leaves_empty_fields_out() -> None:
     spec = provider_spec("local", "", "openai", "http://127.0.0.1:9/v1", "a, b", "sk-x")
     assert spec == {"name": "local", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "models": ["a", "b"],
                     "api_key": "sk-x"}  # fmt: skip
+    assert provider_spec("lm", "", "", "http://127.0.0.1:9/v1", "", "")["kind"] == "openai"  # the default kind
+    assert "kind" not in provider_spec("lm", "lmstudio", "", "http://127.0.0.1:9/v1", "", "")  # the preset's

@@ -36,7 +36,7 @@ def providers_table(providers: list[ProviderPublic]) -> pd.DataFrame:
 
 
 def provider_spec(name: str, preset: str, kind: str, base_url: str, models: str, api_key: str) -> dict[str, Any]:
-    """The form as the API's ProviderCreate body (empty fields left out)."""
+    """The form as the API's ProviderCreate body (empty fields left out; kind openai by default)."""
     spec: dict[str, Any] = {"name": name.strip()}
     if preset:
         spec["preset"] = preset
@@ -44,6 +44,8 @@ def provider_spec(name: str, preset: str, kind: str, base_url: str, models: str,
         spec["kind"] = kind
     if base_url.strip():
         spec["base_url"] = base_url.strip()
+        if not kind and not preset:
+            spec["kind"] = "openai"  # a base URL alone: an OpenAI-compatible API, as most are
     allowed = [m.strip() for m in models.split(",") if m.strip()]
     if allowed:
         spec["models"] = allowed
@@ -98,6 +100,29 @@ def save(
     return ok_text(message), _table(session, engine), ""
 
 
+def test_connection(
+    session: UiSession, engine: Engine, name: str, preset: str, kind: str, base_url: str, models: str, api_key: str
+) -> tuple[Any, ...]:
+    """Call the provider's model listing with the form's values (a saved provider, named and with the
+    key field empty, is tested with its stored key). Nothing is saved."""
+    name = name.strip()
+    if not name:
+        return ("**Error: Give the provider a name.**",)
+    with engine.client(session) as client:
+        saved = name in {p.name for p in client.providers(session.project)}
+        if saved and not api_key and not base_url.strip():
+            probe = client.test_provider(session.project, name=name)
+        else:
+            probe = client.test_provider(session.project, provider_spec(name, preset, kind, base_url, models, api_key))
+    if not probe.reachable:
+        return (f"**Not reachable:** {probe.detail}",)
+    if probe.auth == "refused":
+        return (f"**Reachable, but the key was refused:** {probe.detail}",)
+    listed = f" Models: {', '.join(probe.models[:8])}." if probe.models else ""
+    verdict = "Reachable, key accepted" if probe.auth == "ok" else "Reachable"
+    return (ok_text(f"{verdict} ({probe.latency_ms:.0f} ms, HTTP {probe.status_code}).{listed} Nothing was saved."),)
+
+
 def remove_key(session: UiSession, engine: Engine, name: str) -> tuple[Any, ...]:
     with engine.client(session) as client:
         provider = client.update_provider(session.project, name.strip(), {"api_key": None})
@@ -121,7 +146,7 @@ def build(engine: Engine, session: gr.State) -> Page:
             name = gr.Textbox(label="Name", placeholder="openai", elem_id="provider-name")
             with gr.Row():
                 preset = gr.Dropdown(PRESETS, value="", label="Preset")
-                kind = gr.Dropdown(["", "openai", "anthropic"], value="", label="Kind")
+                kind = gr.Dropdown(["", "openai", "anthropic"], value="", label="Kind (default: openai)")
             base_url = gr.Textbox(label="Base URL", placeholder="https://api.openai.com/v1", elem_id="provider-url")
             models = gr.Textbox(label="Allowed models", placeholder="comma-separated; empty: any")
             api_key = gr.Textbox(
@@ -129,7 +154,9 @@ def build(engine: Engine, session: gr.State) -> Page:
                 type="password",
                 elem_id="provider-key",
             )
-            save_button = gr.Button("Save provider", variant="primary", elem_id="save-provider")
+            with gr.Row():
+                save_button = gr.Button("Save provider", variant="primary", elem_id="save-provider")
+                test_button = gr.Button("Test connection", elem_id="test-provider")
             with gr.Row():
                 remove_key_button = gr.Button("Remove key", size="sm")
                 remove_button = gr.Button("Remove provider", variant="stop", size="sm")
@@ -138,6 +165,11 @@ def build(engine: Engine, session: gr.State) -> Page:
         engine.action(save, 2),
         [session, name, preset, kind, base_url, models, api_key],
         [session, status, table, api_key],
+    )
+    test_button.click(
+        engine.action(test_connection, 0),
+        [session, name, preset, kind, base_url, models, api_key],
+        [session, status],
     )
     remove_key_button.click(engine.action(remove_key, 1), [session, name], [session, status, table])
     remove_button.click(engine.action(remove, 1), [session, name], [session, status, table])

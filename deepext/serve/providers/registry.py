@@ -394,22 +394,33 @@ def resolve_provider_model(platform: Platform, public_name: str) -> tuple[Provid
             raise NotFound(
                 f"model {public_name!r} not found: provider {row.name!r} allows {', '.join(row.models) or 'no models'}"
             )
-        key = None
-        if row.api_key_encrypted is not None:
-            box = SecretBox.from_settings(platform.settings)
-            key = box.decrypt(row.api_key_encrypted, what=f"provider {row.name!r}'s API key")
-        target = ProviderTarget(
-            id=row.id,
-            project=owner.name,
-            project_id=owner.id,
-            name=row.name,
-            kind=row.kind,
-            base_url=row.base_url,
-            timeout_s=row.timeout_s,
-            connect_timeout_s=row.connect_timeout_s,
-            api_key=key,
-        )
+        target = _target(platform, owner, row)
     return target, model
+
+
+def provider_target(platform: Platform, project: str, name: str) -> ProviderTarget:
+    """A registered provider with its key decrypted, for a call the platform makes itself."""
+    with platform.db.session() as session:
+        owner = get_project(session, project)
+        return _target(platform, owner, _row(session, owner, name))
+
+
+def _target(platform: Platform, owner: Project, row: Provider) -> ProviderTarget:
+    key = None
+    if row.api_key_encrypted is not None:
+        box = SecretBox.from_settings(platform.settings)
+        key = box.decrypt(row.api_key_encrypted, what=f"provider {row.name!r}'s API key")
+    return ProviderTarget(
+        id=row.id,
+        project=owner.name,
+        project_id=owner.id,
+        name=row.name,
+        kind=row.kind,
+        base_url=row.base_url,
+        timeout_s=row.timeout_s,
+        connect_timeout_s=row.connect_timeout_s,
+        api_key=key,
+    )
 
 
 @dataclass(frozen=True)
