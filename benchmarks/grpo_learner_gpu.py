@@ -39,6 +39,7 @@ SHAPES: dict[str, dict[str, Any]] = {
     "tiny": {"arch": "llama", "hidden": 64, "layers": 2, "heads": 2, "kv": 1, "ffn": 128, "vocab": 512},
     "smollm2-135m": {"arch": "llama", "hidden": 576, "layers": 30, "heads": 9, "kv": 3, "ffn": 1536, "vocab": 49152},
     "qwen2.5-1.5b": {"arch": "qwen2", "hidden": 1536, "layers": 28, "heads": 12, "kv": 2, "ffn": 8960, "vocab": 151936},
+    "qwen2.5-7b": {"arch": "qwen2", "hidden": 3584, "layers": 28, "heads": 28, "kv": 4, "ffn": 18944, "vocab": 152064},
 }
 MODES: dict[str, dict[str, Any]] = {
     "full": {"algorithm": {"kl_coef": 0.0}},
@@ -63,7 +64,8 @@ def save_random_model(shape: str, folder: Path, dtype: torch.dtype) -> Path:
         tie_word_embeddings=True,
     )
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # a 7B model initializes in seconds there
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     path = folder / shape
     model.save_pretrained(path)
     return path
@@ -171,9 +173,16 @@ def main() -> None:
         check_gpu_matches_cpu(folder, device if cuda else None)
         for shape in shapes:
             model = save_random_model(shape, folder, torch.bfloat16 if cuda else torch.float32)
+            if cuda:
+                torch.cuda.empty_cache()
             batch = grpo_batch(SHAPES[shape]["vocab"], args.rows, args.prompt, args.completion)
             for mode in args.modes.split(","):
-                result = time_learner(model, mode, batch, device, args.micro, dtype, args.repeats)
+                try:
+                    result = time_learner(model, mode, batch, device, args.micro, dtype, args.repeats)
+                except torch.OutOfMemoryError:
+                    print(f"grpo_learner shape={shape} mode={mode} out of GPU memory", flush=True)
+                    torch.cuda.empty_cache()
+                    continue
                 print(
                     f"grpo_learner shape={shape} mode={mode} dtype={dtype} rows={batch.size} "
                     f"tokens={batch.num_tokens} step_s={result['s']:.3f} "
