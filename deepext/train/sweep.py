@@ -204,7 +204,7 @@ def run_sweep(ctx: Any, attempt: int) -> None:
             metric=sweep.metric,
             mode=sweep.mode,
             num_samples=sweep.trials,
-            max_concurrent_trials=sweep.concurrency,
+            # The generator keeps the concurrency: Tune ignores max_concurrent_trials beside a search_alg.
             search_alg=BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.concurrency),
             scheduler=scheduler,
         ),

@@ -16,6 +16,7 @@ from deepext.serve.providers.forward import ANTHROPIC_VERSION
 from deepext.serve.providers.registry import check_air_gap
 
 LISTED = 20  # models named in the answer, at most
+CONNECT_TIMEOUT_S = 5.0  # a test should answer "not reachable" quickly
 
 
 class ProviderProbe(BaseModel):
@@ -41,7 +42,8 @@ def probe_provider(
     url = f"{base_url.rstrip('/')}/models"
     started = time.perf_counter()
     try:
-        response = httpx.get(url, headers=headers, timeout=timeout_s, follow_redirects=False)
+        timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
+        response = httpx.get(url, headers=headers, timeout=timeout, follow_redirects=False)
     except httpx.HTTPError as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         return ProviderProbe(reachable=False, auth="unknown", status_code=None, latency_ms=None, models=[],
