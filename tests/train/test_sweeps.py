@@ -164,3 +164,37 @@ def test_the_learners_group_of_an_ended_trial_is_released(ray_session: str, tmp_
     assert placement_group_table(group)["state"] == "REMOVED"
     assert release_learner_group(tmp_path) is False  # already gone: nothing to do
     assert release_learner_group(tmp_path / "never-started") is False  # no group recorded
+
+
+def test_the_cli_queues_shows_and_stops_a_sweep(
+    platform: Platform, project: str, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`deepext sweeps run / show / stop` on the metadata store (no trial runs: the rows are written as the
+    sweep's Tune callback writes them)."""
+    import yaml
+
+    from deepext.train import get_job
+    from deepext.train.trials import record_trial
+    from tests.helpers import invoke_cli
+
+    config = {"kind": "grpo", "base": grpo_base(tiny_model, write_prompts(tmp_path / "p.jsonl")),
+              "search_space": {"optim.learning_rate": {"choice": [0.01, 0.001]}}, "trials": 2}  # fmt: skip
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(config))
+    code, output = invoke_cli(platform, monkeypatch, "sweeps", "run", str(tmp_path / "sweep.yaml"), "-p", project)
+    assert code == 0, output
+    job_id = int(output.split()[1])
+    assert output.startswith(f"sweep {job_id} queued") and get_job(platform, job_id).kind == "sweep"
+
+    record_trial(platform, job_id, "t_00000", 1, state="completed", config={"optim.learning_rate": 0.01},
+                 metrics={"reward_mean": 0.75}, steps=4)  # fmt: skip
+    record_trial(platform, job_id, "t_00001", 2, state="stopped", config={"optim.learning_rate": 0.001},
+                 metrics={"reward_mean": 0.25}, steps=1)  # fmt: skip
+    code, output = invoke_cli(platform, monkeypatch, "sweeps", "show", str(job_id))
+    assert code == 0, output
+    assert f"sweep {job_id} (" in output and "queued" in output
+    assert "t_00000" in output and "completed" in output and "0.75" in output
+    assert "t_00001" in output and "stopped" in output and "0.25" in output
+
+    code, output = invoke_cli(platform, monkeypatch, "sweeps", "stop", str(job_id))
+    assert code == 0 and f"sweep {job_id} is cancelled" in output, output
+    assert get_job(platform, job_id).state == "cancelled"
