@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -404,25 +403,24 @@ def check_providers(settings: Settings, *, database_ok: bool, timeout_s: float =
         return [CheckResult("providers", "skip", "no external providers registered")]
     if settings.air_gapped:
         return [CheckResult("providers", "skip", f"skipped: air-gapped ({len(rows)} registered, none called)")]
-    return [_check_provider(f"provider {project}/{name}", base_url, timeout_s) for project, name, base_url in rows]
+    return [
+        _check_provider(settings, f"provider {project}/{name}", base_url, timeout_s) for project, name, base_url in rows
+    ]
 
 
-def _check_provider(name: str, base_url: str, timeout_s: float) -> CheckResult:
-    import httpx
+def _check_provider(settings: Settings, name: str, base_url: str, timeout_s: float) -> CheckResult:
+    """The provider's test connection (`deepext/serve/providers/probe.py`) without its key."""
+    from deepext.serve.providers.probe import probe_provider
 
-    url = f"{base_url}/models"
-    started = time.perf_counter()
-    try:
-        response = httpx.get(url, timeout=timeout_s, follow_redirects=False)
-    except httpx.HTTPError as exc:
+    probe = probe_provider(settings, kind="openai", base_url=base_url, api_key=None, timeout_s=timeout_s)
+    if not probe.reachable:
         return CheckResult(
             name,
             "fail",
-            f"GET {url}: {_one_line(exc)}",
+            probe.detail,
             "check the base URL and this host's outbound network "
             "(DEEPEXT_AIR_GAPPED=1 if it must make no outside calls)",
         )
-    took = f"HTTP {response.status_code} in {(time.perf_counter() - started) * 1000:.0f} ms"
-    if response.status_code >= 500:
-        return CheckResult(name, "warn", f"GET {url}: {took}", "the provider reports an error of its own; try later")
-    return CheckResult(name, "ok", f"GET {url}: {took} (reachable; no API key sent)")
+    if (probe.status_code or 0) >= 500:
+        return CheckResult(name, "warn", probe.detail, "the provider reports an error of its own; try later")
+    return CheckResult(name, "ok", f"{probe.detail} (reachable; no API key sent)")
