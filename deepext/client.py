@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import httpx
 from pydantic import TypeAdapter
 
+from deepext.dashboard import Dashboard
 from deepext.datasets.service import VersionView
 from deepext.eval.compare import Comparison
 from deepext.eval.results import ExampleResult, RunView
@@ -36,7 +37,9 @@ from deepext.serve.routes.jobs import JobDetail, MetricRow
 from deepext.serve.routes.models import Lineage
 from deepext.serve.routes.projects import Member, ProjectPublic
 from deepext.serve.routes.users import UserPublic
+from deepext.train.compare import Comparison as JobComparison
 from deepext.train.jobs import JobView
+from deepext.train.profiles import ProfileView
 from deepext.train.trials import TrialView
 
 _CHUNK = 1024 * 1024
@@ -275,8 +278,11 @@ class DeepextClient:
         name: str = "",
         priority: int = 0,
         max_retries: int = 0,
+        profile: str | None = None,
     ) -> JobView:
         body = {"kind": kind, "config": config, "name": name, "priority": priority, "max_retries": max_retries}
+        if profile:
+            body["profile"] = profile
         return self._call(JobView, "POST", f"/projects/{project}/jobs", json=body)
 
     def jobs(self, project: str, *, states: list[str] | None = None) -> list[JobView]:
@@ -300,6 +306,37 @@ class DeepextClient:
 
     def retry_job(self, project: str, job_id: int) -> JobView:
         return self._call(JobView, "POST", f"/projects/{project}/jobs/{job_id}/retry")
+
+    def export_model_version(
+        self,
+        project: str,
+        ref: str,
+        *,
+        quantizations: list[str] | None = None,
+        ollama: bool = False,
+        lmstudio: bool = False,
+    ) -> JobView:
+        body = {"quantizations": quantizations or ["f16", "q8_0"], "ollama": ollama, "lmstudio": lmstudio}
+        return self._call(JobView, "POST", f"/projects/{project}/models/{ref}/export", json=body)
+
+    def compare_jobs(self, project: str, job_ids: list[int]) -> JobComparison:
+        return self._call(JobComparison, "GET", f"/projects/{project}/jobs/compare", params={"ids": job_ids})
+
+    def save_profile(
+        self, project: str, name: str, kind: str, settings: dict[str, Any], *, description: str = ""
+    ) -> ProfileView:
+        body = {"name": name, "kind": kind, "settings": settings, "description": description}
+        return self._call(ProfileView, "POST", f"/projects/{project}/profiles", json=body)
+
+    def profiles(self, project: str, *, name: str | None = None) -> list[ProfileView]:
+        params = {"name": name} if name else {}
+        return self._call(list[ProfileView], "GET", f"/projects/{project}/profiles", params=params)
+
+    def profile(self, project: str, ref: str) -> ProfileView:
+        return self._call(ProfileView, "GET", f"/projects/{project}/profiles/{ref}")
+
+    def dashboard(self, project: str) -> Dashboard:
+        return self._call(Dashboard, "GET", f"/projects/{project}/dashboard")
 
     # ---- evaluations
     def push_suite(self, project: str, suite: dict[str, Any]) -> SuiteView:

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     session_minutes: int = Field(60, ge=1, le=7 * 24 * 60, description="Lifetime of a login session token.")
     api_max_upload_mb: int = Field(1024, ge=1, description="Largest dataset upload the API accepts.")
     air_gapped: bool = Field(False, description="Refuse every outbound call to external providers.")
+    ollama_url: str | None = Field(
+        None, description="An Ollama server export jobs may push GGUF models to, e.g. http://localhost:11434."
+    )
+    lmstudio_models_dir: Path | None = Field(
+        None, description="LM Studio's models folder, where export jobs may write GGUF files."
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="Process logs: plain text, or one JSON object per line (and Ray's JSON logs)."
     )

@@ -19,6 +19,7 @@ from apps.gradio.engine import Engine
 from apps.gradio.pages import (
     Page,
     admin,
+    dashboard,
     datasets,
     evaluation,
     login,
@@ -47,6 +48,17 @@ CSS = """
 .lineage-arrow { font-size: 1.4em; color: var(--body-text-color-subdued); }
 .compare-side { display: inline-block; margin-right: 1.5em; }
 .chat-sources ol { margin: 4px 0 0 1.2em; font-size: 0.9em; }
+.dash-cards { display: flex; flex-wrap: wrap; gap: 10px; }
+.dash-card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 14px; min-width: 150px;
+  background: var(--background-fill-secondary); }
+.dash-title { font-size: 0.85em; color: var(--body-text-color-subdued); text-transform: uppercase; }
+.dash-number { font-size: 1.8em; font-weight: 600; }
+.dash-detail { font-size: 0.85em; }
+.dash-cluster progress { width: 45%; vertical-align: middle; }
+.config-diff { border-collapse: collapse; font-size: 0.9em; }
+.config-diff td, .config-diff th { border: 1px solid var(--border-color-primary); padding: 2px 8px; }
+.config-diff tr.differs td { background: var(--color-accent-soft); font-weight: 600; }
+#dashboard-status p { margin: 0; }
 """
 
 
@@ -110,6 +122,8 @@ def build_app(api_url: str, *, session_secret: str | None = None) -> gr.Blocks:
                 logout = gr.Button("Log out", size="sm", elem_id="logout", scale=0, min_width=100)
             with gr.Tabs():
                 pages: list[Page] = []
+                with gr.Tab("Dashboard", id="dashboard"):
+                    pages.append(dashboard.build(engine, session))
                 with gr.Tab("Projects", id="projects"):
                     pages.append(projects.build(engine, session))
                     pages.append(providers.build(engine, session))

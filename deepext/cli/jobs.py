@@ -31,7 +31,7 @@ def load_job_config(path: Path) -> dict[str, Any]:
 @jobs_app.command("submit")
 @reports_errors
 def jobs_submit(
-    kind: str = typer.Argument(..., help="sft, grpo or custom."),
+    kind: str = typer.Argument(..., help="sft, grpo, custom, eval, sweep or export."),
     config: Path = typer.Option(None, "--config", "-c", help="The job's config (YAML)."),
     script: Path = typer.Option(None, "--script", help="custom: the training script (.py) or its folder."),
     project: str = ProjectOption,
@@ -39,6 +39,7 @@ def jobs_submit(
     priority: int = typer.Option(0, "--priority", help="Higher runs first."),
     retries: int = typer.Option(0, "--retries", help="Automatic retries after a failure."),
     wait: bool = typer.Option(False, "--wait", help="Wait for the end; exit 1 unless it succeeded (for CI)."),
+    profile: str = typer.Option(None, "--profile", help="A training profile (NAME or NAME@N) the config is laid over."),
 ) -> None:
     """Check and queue a job; with --wait, show its progress and fail when it fails."""
     from deepext.train import submit_job
@@ -48,7 +49,7 @@ def jobs_submit(
         data["script"] = str(script)
     client = remote_client()
     if client is not None:  # through the API; a custom script's path is read on the platform's side
-        job = client.submit_job(project, kind, data, name=name, priority=priority, max_retries=retries)
+        job = client.submit_job(project, kind, data, name=name, priority=priority, max_retries=retries, profile=profile)
         out.print(f"job {job.id} queued ({job.kind}, {job.name}, priority {job.priority}) at {client.base_url}")
         if wait:
             follow_until_done(lambda: client.job(project, job.id).job, job.id)
@@ -62,9 +63,11 @@ def jobs_submit(
         name=name,
         priority=priority,
         max_retries=retries,
+        profile=profile,
         actor=actor(),
     )
-    out.print(f"job {job.id} queued ({job.kind}, {job.name}, priority {job.priority})")
+    used = f", profile {job.profile}" if job.profile else ""
+    out.print(f"job {job.id} queued ({job.kind}, {job.name}, priority {job.priority}{used})")
     if wait:
         from deepext.train import get_job
 
@@ -133,6 +136,40 @@ def jobs_show(job_id: int, project: str = ProjectOption) -> None:
     data = {**job.__dict__, "queue_position": queue_position(platform, job_id)}
     data["events"] = [e.__dict__ for e in job_events(platform, job_id)]
     print_json(data)
+
+
+@jobs_app.command("compare")
+@reports_errors
+def jobs_compare(
+    job_ids: list[int] = typer.Argument(..., help="2 to 5 job ids."),
+    project: str = ProjectOption,
+    show_all: bool = typer.Option(False, "--all", help="Every config field, not only those that differ."),
+    plot: Path = typer.Option(None, "--plot", help="Write the reward, loss and KL curves overlaid to this SVG file."),
+) -> None:
+    """Jobs side by side: the config fields that differ (highlighted), each metric's last value, and
+    with --plot their curves on one chart per metric."""
+    from deepext.plots import svg_panels
+    from deepext.train.compare import compare_jobs, plotted_series
+
+    client = remote_client()
+    comparison = client.compare_jobs(project, job_ids) if client else compare_jobs(open_platform(), project, job_ids)
+    heads = [f"#{job.id} {job.name}" for job in comparison.jobs]
+    table = Table("field", *heads, title="config" + ("" if show_all else " (fields that differ; --all for every one)"))
+    for row in comparison.rows if show_all else comparison.differing:
+        style = "bold yellow" if row.differs else None
+        table.add_row(row.field, *("-" if v is None else str(v) for v in row.values), style=style)
+    out.print(table)
+    metrics = Table("metric", *heads, title="last value (step)")
+    for metric, per_job in comparison.series.items():
+        cells = []
+        for job in comparison.jobs:
+            points = per_job.get(str(job.id))
+            cells.append(f"{points[-1][1]:.4g} ({int(points[-1][0])})" if points else "-")
+        metrics.add_row(metric, *cells)
+    out.print(metrics)
+    if plot is not None:
+        plot.write_text(svg_panels(plotted_series(comparison)), encoding="utf-8")
+        out.print(f"curves written to {plot}")
 
 
 @jobs_app.command("logs")

@@ -14,6 +14,7 @@ from deepext.cli.grpo import grpo_app
 from deepext.cli.jobs import jobs_app
 from deepext.cli.knowledge import kb_app
 from deepext.cli.models import models_app
+from deepext.cli.profiles import profiles_app
 from deepext.cli.providers import providers_app
 from deepext.cli.sweeps import sweeps_app
 from deepext.cli.users import users_app
@@ -28,6 +29,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(grpo_app, name="grpo")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(profiles_app, name="profiles")
 app.add_typer(sweeps_app, name="sweeps")
 app.add_typer(eval_app, name="eval")
 app.add_typer(users_app, name="users")

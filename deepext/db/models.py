@@ -259,7 +259,7 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))  # sft | grpo | eval | custom
+    kind: Mapped[str] = mapped_column(String(16))  # sft | grpo | eval | custom | sweep | export
     name: Mapped[str] = mapped_column(String(128), default="")
     submitted_by: Mapped[str] = mapped_column(String(64), default="")
     state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED)
@@ -273,6 +273,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the latest value of each metric
     output_key: Mapped[str | None] = mapped_column(String(64))  # artifact tree of the job's outputs
+    profile: Mapped[str | None] = mapped_column(String(80))  # NAME@N of the profile it started from
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column()
     finished_at: Mapped[dt.datetime | None] = mapped_column()
@@ -319,6 +320,24 @@ class SweepTrial(Base):
     steps: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TrainingProfile(Base):
+    """An immutable version of a named preset of training settings (part of a GRPO or SFT config)."""
+
+    __tablename__ = "training_profiles"
+    __table_args__ = (UniqueConstraint("project_id", "name", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # grpo | sft
+    description: Mapped[str] = mapped_column(Text, default="")
+    settings: Mapped[dict[str, Any]] = mapped_column()
+    content_hash: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class AuditEntry(Base):

@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from deepext import audit
 from deepext.datasets.service import parse_ref as parse_dataset_ref
 from deepext.db.models import EvalSuite, Project
+from deepext.db.versioned import newest_version, version_listing
 from deepext.errors import Conflict, InvalidInput, NotFound
 from deepext.eval.checks import Check, CheckSpec, build_check
 from deepext.projects import check_name, get_project
@@ -268,18 +269,7 @@ def list_suites(platform: Platform, project: str, name: str | None = None) -> li
     """The newest version of each suite in the project by name, or every version of `name`."""
     with platform.db.session() as session:
         project_row = get_project(session, project)
-        query = select(EvalSuite).where(EvalSuite.project_id == project_row.id)
-        if name is not None:
-            query = query.where(EvalSuite.name == name)
-        else:
-            newest = (
-                select(EvalSuite.name, func.max(EvalSuite.version).label("version"))
-                .where(EvalSuite.project_id == project_row.id)
-                .group_by(EvalSuite.name)
-                .subquery()
-            )
-            query = query.join(newest, (newest.c.name == EvalSuite.name) & (newest.c.version == EvalSuite.version))
-        rows = session.scalars(query.order_by(EvalSuite.name, EvalSuite.version))
+        rows = session.scalars(version_listing(EvalSuite, project_row.id, name))
         return [_view(row, project_row.name) for row in rows]
 
 
@@ -303,12 +293,7 @@ def resolve_suite(session: Session, project: Project, ref: str) -> EvalSuite:
 
 
 def _newest(session: Session, project_id: int, name: str) -> EvalSuite | None:
-    return session.scalar(
-        select(EvalSuite)
-        .where(EvalSuite.project_id == project_id, EvalSuite.name == name)
-        .order_by(EvalSuite.version.desc())
-        .limit(1)
-    )
+    return newest_version(session, EvalSuite, project_id, name)
 
 
 def _view(row: EvalSuite, project: str, *, created: bool = False) -> SuiteView:

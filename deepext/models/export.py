@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from deepext import audit
-from deepext.errors import InvalidInput
+from deepext.errors import InvalidInput, NotFound, invalid_config
 from deepext.models.gguf_export import check_quantization, export_gguf, gguf_architecture
 from deepext.models.versions import ModelVersionView, get_model_version, model_version_path, register_model_version
 from deepext.platform import Platform
@@ -41,6 +43,46 @@ class ExportResult:
     ollama: dict[str, Any] | None = None  # what the push did: model, digest, uploaded, server
     lmstudio: Path | None = None
     sizes: dict[str, int] = field(default_factory=dict)
+
+
+class ExportJob(BaseModel):
+    """The config of an `export` job: which version, which GGUF types, and whether to hand the result to
+    the Ollama server and the LM Studio folder the platform is configured with."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str = Field(..., description="NAME@N, NAME (newest), NAME@STAGE or NAME@TAG; pinned to NAME@N.")
+    quantizations: list[str] = Field(default_factory=lambda: ["f16", "q8_0"], min_length=1)
+    ollama: bool = Field(False, description="Push to DEEPEXT_OLLAMA_URL and register it as a provider model.")
+    lmstudio: bool = Field(False, description="Copy into DEEPEXT_LMSTUDIO_MODELS_DIR.")
+
+
+def check_export_job(platform: Platform, project: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The export job's config with its version pinned, or InvalidInput naming the field: a type that
+    is not made, a version that does not exist or is of an unsupported architecture, a push to a tool
+    the platform has no address for. A LoRA version exports the merged weights stored with it."""
+    try:
+        job = ExportJob.model_validate(config)
+    except ValidationError as exc:
+        raise invalid_config("export job config", exc) from exc
+    for index, quantization in enumerate(job.quantizations):
+        try:
+            check_quantization(quantization)
+        except InvalidInput as exc:
+            raise InvalidInput(str(exc), field=f"quantizations[{index}]") from exc
+    try:
+        version = get_model_version(platform, project, job.model)
+    except (NotFound, InvalidInput) as exc:
+        raise InvalidInput(f"model: {exc}", field="model") from exc
+    pinned = f"{version.name}@{version.version}"
+    gguf_architecture(model_version_path(platform, project, pinned))
+    if job.ollama and not platform.settings.ollama_url:
+        raise InvalidInput("ollama: no Ollama server is configured (DEEPEXT_OLLAMA_URL)", field="ollama")
+    if job.lmstudio and not platform.settings.lmstudio_models_dir:
+        raise InvalidInput(
+            "lmstudio: no LM Studio folder is configured (DEEPEXT_LMSTUDIO_MODELS_DIR)", field="lmstudio"
+        )
+    return {**job.model_dump(), "model": pinned}
 
 
 def export_model_version(

@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
 from deepext import audit
-from deepext.db.models import Job, JobEvent, JobMetric, JobState, Project
+from deepext.db.models import Job, JobEvent, JobMetric, JobState, Project, SweepTrial
 from deepext.errors import Conflict, InvalidInput, NotFound
 from deepext.metrics import record_job_transition
 from deepext.platform import Platform
 from deepext.projects import get_project
 
-KINDS = ("sft", "grpo", "eval", "custom", "sweep")
+KINDS = ("sft", "grpo", "eval", "custom", "sweep", "export")
 ACTIVE = frozenset({JobState.STARTING, JobState.RUNNING})
 FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 ALLOWED: dict[str, frozenset[str]] = {
@@ -65,6 +66,7 @@ class JobView:
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    profile: str | None = None  # NAME@N of the training profile the job started from
 
     @property
     def finished(self) -> bool:
@@ -106,6 +108,7 @@ def _view(job: Job, project: str) -> JobView:
         created_at=_utc(job.created_at) or job.created_at,
         started_at=_utc(job.started_at),
         finished_at=_utc(job.finished_at),
+        profile=job.profile,
     )
 
 
@@ -131,6 +134,7 @@ def create_job(
     name: str = "",
     priority: int = 0,
     max_retries: int = 0,
+    profile: str | None = None,
     actor: str,
 ) -> JobView:
     """Queue an already validated job (see `deepext.train.submit` for the checks) with its audit entry."""
@@ -151,6 +155,7 @@ def create_job(
             priority=priority,
             max_retries=max_retries,
             metrics={},
+            profile=profile,
         )
         session.add(job)
         session.flush()
@@ -161,7 +166,7 @@ def create_job(
             action="job.submit",
             resource=f"job:{job.id}",
             project_id=owner.id,
-            detail={"kind": kind, "priority": priority, "resources": resources},
+            detail={"kind": kind, "priority": priority, "resources": resources, "profile": profile},
         )
         session.flush()
         view = _view(job, project)
@@ -231,6 +236,12 @@ def transition(
             job.started_at = now
         if to_state in FINISHED:
             job.finished_at = now
+            if job.kind == "sweep":  # trials still running end with their sweep (their Ray job ends too)
+                session.execute(
+                    sql_update(SweepTrial)
+                    .where(SweepTrial.job_id == job.id, SweepTrial.state == "running")
+                    .values(state="stopped", error=f"the sweep was {to_state}: {reason}"[:2000])
+                )
         if to_state == JobState.QUEUED:
             job.error, job.finished_at, job.started_at = None, None, None
         if update is not None:

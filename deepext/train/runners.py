@@ -89,12 +89,44 @@ def run_eval(ctx: JobContext, attempt: int) -> None:
     ctx.report(0, eval_run=run.id, score=run.score or 0.0, pass_rate=run.pass_rate or 0.0)
 
 
+def _quarters(report: Callable[[str, int, int], None]) -> Callable[[str, int, int], None]:
+    """A tensor-by-tensor progress callback that passes on only each quarter (a row per tensor would flood
+    the job's metrics)."""
+
+    def progress(quantization: str, done: int, total: int) -> None:
+        if done == total or done * 4 // total != (done - 1) * 4 // total:
+            report(quantization, done, total)
+
+    return progress
+
+
+def run_export(ctx: JobContext, attempt: int) -> None:
+    """GGUF files of a model version, pushed where the job asked; the files' sizes become its metrics."""
+    from deepext.models.export import export_model_version
+
+    assert ctx.platform is not None and ctx.project is not None
+    spec, settings = ctx.job_config, ctx.platform.settings
+    result = export_model_version(
+        ctx.platform,
+        ctx.project,
+        spec["model"],
+        quantizations=spec["quantizations"],
+        ollama_url=settings.ollama_url if spec.get("ollama") else None,
+        lmstudio_dir=settings.lmstudio_models_dir if spec.get("lmstudio") else None,
+        actor=f"job:{ctx.job_id}",
+        progress=_quarters(lambda q, done, total: ctx.report(0, quantization=q, tensors_done=done, tensors=total)),
+    )
+    sizes = {f"{q}_mib": round(size / 2**20, 2) for q, size in result.sizes.items()}
+    ctx.report(1, seconds=round(result.seconds, 2), folder=str(result.folder), ollama=bool(result.ollama), **sizes)
+
+
 RUNNERS: dict[str, Callable[[JobContext, int], None]] = {
     "grpo": run_grpo,
     "sft": run_sft,
     "custom": run_custom,
     "eval": run_eval,
     "sweep": run_sweep,
+    "export": run_export,
 }
 
 

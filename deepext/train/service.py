@@ -13,6 +13,7 @@ from deepext.db.models import JobState
 from deepext.errors import Conflict
 from deepext.platform import Platform
 from deepext.train.jobs import ACTIVE, JobView, create_job, get_job, transition
+from deepext.train.profiles import config_from_profile
 from deepext.train.ray_jobs import RayJobs
 from deepext.train.specs import check_job
 
@@ -26,9 +27,15 @@ def submit_job(
     name: str = "",
     priority: int = 0,
     max_retries: int = 0,
+    profile: str | None = None,
     actor: str,
 ) -> JobView:
-    """Check the job (config fields, dataset version, model, script) and queue it."""
+    """Check the job (config fields, dataset version, model, script) and queue it. With a `profile`
+    (`NAME` or `NAME@N`), the config's fields are laid over the profile's settings and the job
+    records the exact profile version."""
+    used = None
+    if profile:
+        config, used = config_from_profile(platform, project, profile, kind, config)
     checked = check_job(platform, project, kind, config)
     default_name = str(config.get("name") or kind) if kind != "custom" else "custom"
     return create_job(
@@ -40,6 +47,7 @@ def submit_job(
         name=name or default_name,
         priority=priority,
         max_retries=max_retries,
+        profile=used,
         actor=actor,
     )
 

@@ -32,6 +32,7 @@ def check_job(platform: Platform, project: str, kind: str, config: dict[str, Any
         "custom": _check_custom,
         "eval": _check_eval,
         "sweep": _check_sweep,
+        "export": _check_export,
     }
     if kind not in checks:
         raise InvalidInput(f"job kind {kind!r} cannot be submitted here; one of {', '.join(checks)}", field="kind")
@@ -133,6 +134,13 @@ def _check_custom(platform: Platform, project: str, config: dict[str, Any]) -> C
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"cpus/gpus must be numbers ({exc})", field="cpus") from exc
     return CheckedJob(checked, {"CPU": cpus, "GPU": gpus}, dataset_id)
+
+
+def _check_export(platform: Platform, project: str, config: dict[str, Any]) -> CheckedJob:
+    """A model version to GGUF (see `deepext.models.export.ExportJob`): one CPU, no GPU."""
+    from deepext.models.export import check_export_job
+
+    return CheckedJob(check_export_job(platform, project, config), {"CPU": 1.0, "GPU": 0.0}, None)
 
 
 def _check_eval(platform: Platform, project: str, config: dict[str, Any]) -> CheckedJob:

@@ -23,6 +23,7 @@ from deepext.models.gguf_export import round_trip as gguf_round_trip
 from deepext.models.ollama import check_modelfile, modelfile
 from deepext.platform import Platform
 from tests.models.test_gguf import smollm2  # noqa: F401 - the session's converted SmolLM2 (a fixture)
+from tests.serve.conftest import Api
 
 PROMPTS = [f"Question {i}: what is {i} plus {i * 3}? Answer in one word about the {w}." for i, w in
            enumerate(["sky", "sea", "tree", "road", "city"] * 10)]  # fmt: skip
@@ -317,3 +318,49 @@ def test_a_lora_version_merges_into_a_full_version_with_its_lineage(
     ]  # fmt: skip
     code, output = invoke_cli(platform, monkeypatch, "models", "merge", "helper@2", "--project", project)
     assert code != 0 and "is a full version; only lora versions merge" in output
+
+
+# ---- export as a job: what the API (and the Models page's button) queues
+def test_an_export_job_is_queued_pinned_and_refused_naming_the_field(
+    api: Api, tiny_model: Path, tmp_path: Path
+) -> None:
+    from deepext.models.registry import register_base_model
+    from deepext.models.versions import register_model_version
+    from deepext.train import list_jobs
+
+    platform = api.platform
+    register_base_model(platform, "tiny", tiny_model, actor="t")
+    register_model_version(platform, project="p", name="helper", folder=tiny_model, base_model="tiny", actor="t")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    register_model_version(
+        platform,
+        project="p",
+        name="lora",
+        folder=tiny_model,
+        base_model="tiny",
+        kind="lora",
+        adapter_folder=adapter,
+        actor="t",
+    )
+
+    queued = api.call("POST", "/projects/p/models/helper/export", "maintainer", json={"quantizations": ["q8_0"]})
+    assert queued.status_code == 201, queued.text
+    job = queued.json()
+    assert (job["kind"], job["config"]["model"], job["resources"]) == ("export", "helper@1", {"CPU": 1.0, "GPU": 0.0})
+    refused = [
+        ("helper", {"quantizations": ["q8_0", "q3_k"]}, "quantizations[1]"),
+        ("helper", {"quantizations": []}, "quantizations"),
+        ("helper", {"ollama": True}, "ollama"),  # no Ollama server configured
+        ("helper", {"lmstudio": True}, "lmstudio"),
+        ("nope", {}, "model"),
+    ]
+    for ref, body, field in refused:
+        answer = api.call("POST", f"/projects/p/models/{ref}/export", "maintainer", json=body)
+        assert answer.status_code == 422 and answer.json()["error"]["field"] == field, (ref, body, answer.text)
+    assert api.call("POST", "/projects/p/models/helper/export", "member", json={}).status_code == 403
+    assert [j.kind for j in list_jobs(platform, project="p")] == ["export"]  # the refused ones queued nothing
+    lora = api.call("POST", "/projects/p/models/lora@1/export", "maintainer", json={})  # its merged weights
+    assert lora.status_code == 201 and lora.json()["config"]["quantizations"] == ["f16", "q8_0"]

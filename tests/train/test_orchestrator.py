@@ -88,10 +88,18 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
 
 # ---------------------------------------------------------------- to a model version
 # (a `grpo` job and an `eval` job run end to end in tests/eval/test_end_to_end.py)
-def test_sft_and_custom_jobs_register_model_versions_with_lineage(
+def test_sft_and_custom_jobs_register_model_versions_with_lineage_beside_an_export_job(
     job_platform: Platform, scheduler: Scheduler, tiny_model: Path, tmp_path: Path
 ) -> None:
-    from deepext.models.versions import get_model_version, lineage
+    from deepext.models.registry import register_base_model
+    from deepext.models.versions import get_model_version, lineage, register_model_version
+
+    register_base_model(job_platform, "tiny", tiny_model, actor="test")
+    register_model_version(job_platform, project="lab", name="helper", folder=tiny_model, base_model="tiny", actor="t")
+    export = submit_job(
+        job_platform, project="lab", kind="export", config={"model": "helper", "quantizations": ["q8_0"]}, actor="alice"
+    )
+    assert export.config["model"] == "helper@1" and export.resources == {"CPU": 1.0, "GPU": 0.0}
 
     rows = tmp_path / "pairs.jsonl"
     rows.write_text(
@@ -127,6 +135,15 @@ def test_sft_and_custom_jobs_register_model_versions_with_lineage(
         assert job_metrics(job_platform, job.id), kind
         assert done.output_key is None or job_platform.artifacts.exists(done.output_key)
     print("\nsubmit -> first metric (s): " + ", ".join(f"{k} {v:.1f}" for k, v in first_metric.items()))
+    exported = wait_for_job(job_platform, export.id, timeout=300)
+    assert exported.state == "succeeded", exported.error
+    folder = Path(exported.metrics["folder"])
+    assert (folder / "helper-v1-q8_0.gguf").stat().st_size / 2**20 == pytest.approx(
+        exported.metrics["q8_0_mib"], abs=0.01
+    )
+    assert (folder / "Modelfile").read_text().startswith("FROM ./helper-v1-q8_0.gguf")
+    progress = [m for m in job_metrics(job_platform, export.id) if "tensors_done" in m]
+    assert 1 <= len(progress) <= 5 and progress[-1]["tensors_done"] == progress[-1]["tensors"]
 
 
 def _first_metrics(platform: Platform, jobs: dict[str, Any], seen: dict[str, float], since: float) -> bool:

@@ -187,14 +187,20 @@ def test_the_cli_queues_shows_and_stops_a_sweep(
 
     record_trial(platform, job_id, "t_00000", 1, state="completed", config={"optim.learning_rate": 0.01},
                  metrics={"reward_mean": 0.75}, steps=4)  # fmt: skip
-    record_trial(platform, job_id, "t_00001", 2, state="stopped", config={"optim.learning_rate": 0.001},
+    record_trial(platform, job_id, "t_00001", 2, state="running", config={"optim.learning_rate": 0.001},
                  metrics={"reward_mean": 0.25}, steps=1)  # fmt: skip
     code, output = invoke_cli(platform, monkeypatch, "sweeps", "show", str(job_id))
     assert code == 0, output
     assert f"sweep {job_id} (" in output and "queued" in output
     assert "t_00000" in output and "completed" in output and "0.75" in output
-    assert "t_00001" in output and "stopped" in output and "0.25" in output
+    assert "t_00001" in output and "running" in output and "0.25" in output
 
     code, output = invoke_cli(platform, monkeypatch, "sweeps", "stop", str(job_id))
     assert code == 0 and f"sweep {job_id} is cancelled" in output, output
     assert get_job(platform, job_id).state == "cancelled"
+    # Stopping the sweep ends the trial still running with it (its Ray job, trials included, is stopped).
+    from deepext.train.trials import list_trials
+
+    trials = {t.trial_id: t for t in list_trials(platform, job_id)}
+    assert (trials["t_00000"].state, trials["t_00001"].state) == ("completed", "stopped")
+    assert trials["t_00001"].error and "the sweep was cancelled" in trials["t_00001"].error

@@ -32,6 +32,12 @@ def open_tab(page: Any, name: str) -> None:
     page.get_by_role("tab", name=name, exact=True).click()
 
 
+def pick(page: Any, selector: str, text: str) -> None:
+    """Choose the option containing `text` in the Gradio dropdown at `selector` (typing filters it)."""
+    page.locator(f"{selector} input").click()
+    page.get_by_role("option").filter(has_text=text).first.click()
+
+
 def expect_text(page: Any, selector: str, pattern: str) -> None:
     from playwright.sync_api import expect
 
@@ -49,6 +55,7 @@ def test_wrong_password_is_a_readable_message(page: Any, ui: Ui) -> None:
 
 def test_log_in_and_create_a_project(page: Any, ui: Ui) -> None:
     log_in(page, "owner")
+    open_tab(page, "Projects")
     expect_text(page, "#who", r"owner in p\s*$")
     expect_text(page, "#projects-table", r"\bp\b")
     expect_text(page, "#members-table", r"maintainer")
@@ -171,6 +178,10 @@ def test_models_page_shows_a_version_its_lineage_and_deploys_it(page: Any, ui: U
     expect_text(page, "#models-status", r"p/chat.*sft@2.*deploying")
     expect_text(page, "#deployments-table", r"deploying")
     ui.shot(page, "11-models")
+    # Export runs as a job: the button queues it with the picked version and types.
+    page.locator("#export-types").get_by_label("f16", exact=True).uncheck()
+    page.locator("#export-button").click()
+    expect_text(page, "#models-status", r"Job #\d+ \(export\) is queued: sft@2 to GGUF \(q8_0\)")
 
 
 def test_a_viewer_is_not_offered_deploy_or_stage_changes(page: Any, ui: Ui) -> None:
@@ -205,6 +216,7 @@ def test_evaluation_runs_pass_rates_failures_and_comparison(page: Any, ui: Ui) -
 def test_provider_credentials_are_stored_and_the_key_never_shown(page: Any, ui: Ui) -> None:
     key = "sk-test-0123456789abcdefWXYZ"
     log_in(page, "owner")
+    open_tab(page, "Projects")
     page.locator("#provider-name").get_by_role("textbox").fill("openai")
     page.locator("#provider-key input").fill(key)
     page.locator("#save-provider").click()
@@ -290,3 +302,144 @@ def test_ab_view_streams_two_provider_models_side_by_side(page: Any, ui: Ui) -> 
             ui.shot(page, "18-playground-ab")
         finally:
             owner.delete_provider("p", "fake")
+
+
+def finished_grpo_job(ui: Ui, learning_rate: float, rewards: list[float], *, profile: str | None = None) -> int:
+    """A GRPO job on `tiny` and `qa@1` as submitted, walked to succeeded with one reward per step
+    (no Ray here: the states and metrics are what the job's entry point would have recorded)."""
+    from deepext.train import submit_job
+    from deepext.train.jobs import report_metrics, transition
+
+    config = {
+        "name": "colors",
+        "model": {"path": "tiny"},
+        "data": {"dataset": "qa@1"},
+        "rewards": [{"name": "regex", "params": {"pattern": "^[a-z]+$"}}],
+        "optim": {"learning_rate": learning_rate},
+        "schedule": {"steps": len(rewards)},
+    }
+    job = submit_job(ui.platform, project="p", kind="grpo", config=config, profile=profile, actor="maintainer")
+    for state in ("starting", "running"):
+        transition(ui.platform, job.id, state, "test")
+    for step, reward in enumerate(rewards, start=1):
+        report_metrics(ui.platform, job.id, step, {"reward_mean": reward, "loss": 1 - reward, "kl": reward / 100})
+    transition(ui.platform, job.id, "succeeded", "test")
+    return job.id
+
+
+def test_profiles_copy_a_job_and_compare_jobs(page: Any, ui: Ui) -> None:
+    from playwright.sync_api import expect
+
+    from deepext.train import get_job, list_jobs
+
+    slow = finished_grpo_job(ui, 1e-5, [0.1, 0.2, 0.25])
+    fast = finished_grpo_job(ui, 3e-5, [0.2, 0.5, 0.8])
+    log_in(page, "maintainer")
+    open_tab(page, "Training")
+
+    # Save the form's settings as a profile (its name, model and dataset are not part of it).
+    page.locator("#new-job").click()
+    form = page.locator("#new-job")
+    form.get_by_label("Name", exact=True).fill("small")
+    form.get_by_role("button", name="Advanced").click()
+    form.get_by_role("button", name="YAML (what is submitted; edit freely)").click()
+    group = form.get_by_label("Group size", exact=True)
+    group.fill("4")
+    group.press("Tab")
+    expect(page.locator("#job-yaml")).to_contain_text("group_size: 4", timeout=30_000)
+    form.get_by_role("button", name="Save as profile").click()
+    page.locator("#profile-name").get_by_role("textbox").fill("four-samples")
+    page.locator("#profile-description").get_by_role("textbox").fill("groups of four")
+    page.locator("#save-profile").click()
+    expect_text(page, "#training-status", r"Profile four-samples@1 saved")
+
+    # Copy this job: the form holds the old job's config, reward params included; submitted, it runs it again.
+    pick(page, "#job-picker", f"#{fast} ")
+    page.locator("#open-job").click()
+    expect_text(page, "#job-header", rf"Job #{fast}.*succeeded")
+    page.locator("#copy-job").click()
+    expect_text(page, "#training-status", rf"Copied job #{fast}")
+    expect(page.locator("#job-yaml")).to_contain_text("3.0e-05", timeout=30_000)
+    expect(page.locator("#job-yaml")).to_contain_text("pattern: ^[a-z]+$")
+    ui.shot(page, "26-training-copy-job")
+    page.locator("#submit-job").click()
+    expect_text(page, "#training-status", r"Job #\d+ \(grpo\) is queued")
+    copy = list_jobs(ui.platform, project="p")[0]
+    assert copy.id not in (slow, fast) and copy.config == get_job(ui.platform, fast).config
+
+    # A job from the profile: the profile fills the form, a field typed after it wins, the job records it.
+    pick(page, "#job-profile", "four-samples@1")
+    expect_text(page, "#training-status", r"Profile four-samples@1 filled the form")
+    expect(page.locator("#job-yaml")).to_contain_text("group_size: 4", timeout=30_000)
+    steps = form.get_by_label("Steps", exact=True)
+    steps.fill("7")
+    steps.press("Tab")
+    expect(page.locator("#job-yaml")).to_contain_text("steps: 7", timeout=30_000)
+    page.locator("#submit-job").click()
+    expect_text(page, "#training-status", r"Job #\d+ \(grpo\) is queued")
+    from_profile = list_jobs(ui.platform, project="p")[0]
+    assert from_profile.profile == "four-samples@1"
+    assert (from_profile.config["sampling"]["group_size"], from_profile.config["schedule"]["steps"]) == (4, 7)
+    expect_text(page, "#job-header", r"profile\s*four-samples@1")
+
+    # Compare the two finished jobs: the learning rate is the field that differs; the curves overlay.
+    page.locator("#compare-section").get_by_role("button", name="Compare jobs").click()
+    for job_id in (slow, fast):
+        pick(page, "#compare-jobs", f"#{job_id} ")
+    page.locator("#compare-button").click()
+    expect_text(page, "#compare-config", r"optim\.learning_rate")
+    differing = page.locator("#compare-config tr.differs")
+    expect(differing).to_have_count(1)
+    expect(differing).to_contain_text("3e-05")
+    expect(page.locator("#compare-plot-0 canvas, #compare-plot-0 svg").first).to_be_visible()
+    ui.shot(page, "27-training-compare")
+
+
+def test_the_dashboard_is_the_landing_page_with_audit_for_admins(page: Any, ui: Ui, ray_session: str) -> None:
+    from playwright.sync_api import expect
+
+    log_in(page, "owner")
+    expect_text(page, "#dashboard-status", r"p.*at a glance")
+    expect_text(page, '#dashboard-counts [data-card="model versions"]', r"2")
+    expect_text(page, '#dashboard-counts [data-card="evaluations"]', r"2")
+    expect_text(page, "#dashboard-cluster", r"Ray cluster[\s\S]*CPU")
+    expect(page.locator("#dashboard-days canvas, #dashboard-days svg").first).to_be_visible()
+    assert not page.locator("#dashboard-audit").is_visible()
+    ui.shot(page, "28-dashboard-owner")
+    page.locator("#logout").click()
+    page.locator('#app-ready .ready[data-user=""]').wait_for(state="attached")
+    log_in(page, "admin")
+    expect_text(page, "#dashboard-audit", r"eval_suite\.push")
+    ui.shot(page, "29-dashboard-admin")
+
+
+def test_a_sweeps_trials_show_as_a_table_and_their_curves_on_one_plot(page: Any, ui: Ui) -> None:
+    """The rows a sweep's Tune callback writes (trials, and metrics tagged with trial and trial step)."""
+    from deepext.train import submit_job
+    from deepext.train.jobs import report_metrics, transition
+    from deepext.train.trials import record_trial
+
+    base = {"model": {"path": "tiny"}, "data": {"dataset": "qa@1"}, "rewards": [{"name": "valid_json"}]}
+    base["schedule"] = {"steps": 2}
+    config = {"kind": "grpo", "base": base, "search_space": {"optim.learning_rate": {"choice": [0.1, 0.01]}}}
+    job = submit_job(ui.platform, project="p", kind="sweep", config={**config, "trials": 2}, actor="maintainer")
+    transition(ui.platform, job.id, "starting", "test")
+    transition(ui.platform, job.id, "running", "test")
+    for number, (rate, rewards, state) in enumerate([(0.1, [0.1, 0.3], "completed"), (0.01, [0.0], "stopped")], 1):
+        for step, reward in enumerate(rewards, start=1):
+            values = {"trial": number, "trial_step": step, "reward_mean": reward}
+            report_metrics(ui.platform, job.id, 2 * (number - 1) + step, values)
+        record_trial(ui.platform, job.id, f"t_{number}", number, state=state, config={"optim.learning_rate": rate},
+                     metrics={"reward_mean": rewards[-1]}, steps=len(rewards))  # fmt: skip
+    transition(ui.platform, job.id, "succeeded", "test")
+
+    log_in(page, "member")
+    open_tab(page, "Training")
+    pick(page, "#job-picker", f"#{job.id} ")
+    page.locator("#open-job").click()
+    expect_text(page, "#job-trials", r"t_1[\s\S]*completed[\s\S]*learning_rate=0\.1")
+    expect_text(page, "#job-trials", r"t_2[\s\S]*stopped")
+    from playwright.sync_api import expect
+
+    expect(page.locator("#plot-0 canvas, #plot-0 svg").first).to_be_visible()
+    ui.shot(page, "30-training-sweep-trials")

@@ -11,14 +11,8 @@ import gradio as gr
 import pytest
 
 from apps.gradio.engine import Engine, error_text
-from apps.gradio.pages.training import (
-    job_config,
-    latest_values,
-    parse_yaml,
-    plot_frames,
-    progress_html,
-    total_steps,
-)
+from apps.gradio.pages.job_form import form_values, job_config, lay_form_over, parse_yaml, profile_settings
+from apps.gradio.pages.training import latest_values, plot_frames, progress_html, total_steps
 from apps.gradio.session import EXPIRED, UiSession
 from deepext.client import ApiError
 from deepext.train.jobs import JobView
@@ -83,6 +77,85 @@ def test_the_job_form_builds_a_grpo_config_and_the_yaml_round_trips() -> None:
     assert parse_yaml(yaml.safe_dump(config)) == config
 
 
+NOW = dt.datetime.now(dt.UTC)
+JOB_FIELDS = dict(id=1, project="p", kind="grpo", name="g", state="running", config={"schedule": {"steps": 4}})
+JOB_FIELDS |= dict(resources={}, priority=0, owner="o", ray_job_id=None, attempts=1, max_retries=0, error=None)
+JOB_FIELDS |= dict(metrics={}, output_key=None, created_at=NOW, started_at=NOW, finished_at=None)
+
+
+def form_fields(**changes: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = dict(
+        name="try", model="tiny", dataset="q@1", rewards="valid_json", steps=20, learning_rate=1e-5, group_size=4,
+        prompts_per_step=2, max_new_tokens=32, temperature=1.0, kl_coef=0.0, lora_rank=8, batch_size=8,
+    )  # fmt: skip
+    return {**fields, **changes}
+
+
+def test_a_field_edit_changes_only_what_it_spells_in_the_yaml() -> None:
+    stored = job_config("grpo", **form_fields())
+    stored["rewards"] = [{"name": "valid_json", "params": {"strict": True}}]
+    stored["model"]["lora"] = {"rank": 8, "alpha": 64, "dropout": 0.1}
+    stored["resources"] = {"num_learners": 2}
+    # A copied job's YAML keeps what the form cannot spell while the fields say the same ...
+    assert form_values(stored) == form_fields()
+    kept = lay_form_over(stored, "grpo", job_config("grpo", **form_fields(steps=30)))
+    assert kept["schedule"]["steps"] == 30 and kept["resources"] == {"num_learners": 2}
+    assert kept["rewards"] == stored["rewards"] and kept["model"]["lora"]["alpha"] == 64
+    # ... and takes the form's word once a field says something else.
+    changed = lay_form_over(stored, "grpo", job_config("grpo", **form_fields(rewards="valid_json:2", lora_rank=0)))
+    assert changed["rewards"] == [{"name": "valid_json", "weight": 2.0}] and "lora" not in changed["model"]
+    # Switching kind drops the other kind's sections; a sweep starts over.
+    sft = lay_form_over(stored, "sft", job_config("sft", **form_fields()))
+    assert "sampling" not in sft and "rewards" not in sft and sft["training"]["max_steps"] == 20
+    assert sft["resources"] == {"num_learners": 2}
+    sweep = lay_form_over(stored, "sweep", job_config("sweep", **form_fields()))
+    assert sweep["search_space"] and "resources" not in sweep
+    assert form_values(sweep)["steps"] == 20 and lay_form_over({}, "grpo", stored) == stored
+
+
+def test_a_profile_keeps_the_settings_not_what_is_trained() -> None:
+    config = {**job_config("grpo", **form_fields()), "resources": {"num_learners": 2}}
+    settings = profile_settings(config)
+    assert "name" not in settings and "data" not in settings and settings["model"] == {"lora": {"rank": 8, "alpha": 16}}
+    assert settings["resources"] == {"num_learners": 2} and settings["sampling"]["group_size"] == 4
+    bare = profile_settings(job_config("grpo", **form_fields(lora_rank=0, rewards="")))
+    assert "model" not in bare and "rewards" not in bare and bare["schedule"] == {"steps": 20}
+
+
+def test_the_comparison_table_highlights_what_differs_and_the_dashboard_fills_its_days() -> None:
+    from apps.gradio.pages.dashboard import cluster_html, counts_html, days_frame
+    from apps.gradio.pages.job_compare import compare_frames, diff_html
+    from deepext.dashboard import ClusterUse, Dashboard
+    from deepext.train.compare import Comparison, config_rows
+
+    job = JobView(**{**JOB_FIELDS, "name": "<b>x</b>"})  # type: ignore[arg-type]
+    rows = config_rows([{"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}}])
+    comparison = Comparison(jobs=[job, job], rows=rows, series={"kl": {"1": [[1, 0.1]]}, "loss": {"1": [[1, 2.0]]}})
+    table = diff_html(comparison, only_differing=False)
+    assert table.count('class="differs"') == 1 and table.count('class="same"') == 1 and "&lt;b&gt;" in table
+    assert "b.c" in diff_html(comparison, only_differing=True) and "<code>a</code>" not in diff_html(
+        comparison, only_differing=True
+    )
+    reward, loss, kl = compare_frames(comparison)
+    assert reward.empty and list(loss["series"]) == ["#1 loss"] and list(kl["value"]) == [0.1]
+
+    use = ClusterUse(nodes=1, total={"CPU": 2.0, "memory": 4.0 * 2**30}, used={"CPU": 1.0, "memory": 2.0**30})
+    board = Dashboard(
+        project="p", datasets=2, jobs_by_state={"queued": 1, "failed": 2}, model_versions_by_stage={"candidate": 1},
+        deployments_by_state={}, evaluations=0, cluster=use,
+        jobs_per_day=[{"day": "2026-12-03"}, {"day": "2026-12-04", "failed": 2}],
+    )  # fmt: skip
+    cards = counts_html(board)
+    assert 'data-card="jobs"' in cards and ">3<" in cards and "failed 2 · queued 1" in cards
+    assert days_frame(board).to_dict("records") == [
+        {"day": "12-03", "state": "none", "jobs": 0},
+        {"day": "12-04", "state": "failed", "jobs": 2},
+    ]
+    shown = cluster_html(board.cluster)
+    assert "1 of 2 in use" in shown and "1.0 of 4.0 GiB" in shown and "no GPU" in shown
+    assert "unavailable: gone" in cluster_html(ClusterUse(error="gone"))
+
+
 def test_metric_rows_become_one_frame_per_plot_and_progress_counts_steps() -> None:
     rows = [
         {"step": s, "values": {"reward_mean": s / 10, "reward/json_mean": 0.5, "loss": 1 - s / 10, "kl": 0.01}}
@@ -101,11 +174,7 @@ def test_metric_rows_become_one_frame_per_plot_and_progress_counts_steps() -> No
     assert sorted(set(curves["series"])) == ["trial 1 reward_mean", "trial 2 reward_mean"]
     assert list(curves[curves["series"] == "trial 2 reward_mean"]["step"]) == [1, 2]
     assert "no metrics yet" in latest_values([])
-    now = dt.datetime.now(dt.UTC)
-    fields = dict(id=1, project="p", kind="grpo", name="g", state="running", config={"schedule": {"steps": 4}})
-    fields |= dict(resources={}, priority=0, owner="o", ray_job_id=None, attempts=1, max_retries=0, error=None)
-    fields |= dict(metrics={}, output_key=None, created_at=now, started_at=now, finished_at=None)
-    job = JobView(**fields)  # type: ignore[arg-type]
+    job = JobView(**JOB_FIELDS)  # type: ignore[arg-type]
     assert total_steps(job) == 4
     assert 'value="0.500"' in progress_html(job, 2)
 

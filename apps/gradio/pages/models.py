@@ -15,6 +15,7 @@ import pandas as pd
 from apps.gradio.engine import Engine, ok_text
 from apps.gradio.pages import Page
 from apps.gradio.session import UiSession
+from deepext.models.gguf_export import QUANTIZATIONS
 from deepext.models.registry import BaseModelView
 from deepext.models.versions import ModelVersionView
 from deepext.serve.deployments import DeploymentView
@@ -142,6 +143,7 @@ def refresh(session: UiSession, engine: Engine) -> tuple[Any, ...]:
             hidden,
             hidden,
             hidden,
+            hidden,
             *show_version(session, engine, None)[1:],
         )
     with engine.client(session) as client:
@@ -160,8 +162,28 @@ def refresh(session: UiSession, engine: Engine) -> tuple[Any, ...]:
         gr.update(visible=session.may("models", "write")),
         gr.update(visible=session.may("deployments", "write")),
         gr.update(visible=session.may("deployments", "write")),  # the undeploy row
+        gr.update(visible=session.may("jobs", "create")),  # export runs as a job
         *details,
     )
+
+
+def export(
+    session: UiSession, engine: Engine, ref: str | None, quantizations: list[str], targets: list[str]
+) -> tuple[Any, ...]:
+    """Queue an export job for the picked version; the Training page follows it."""
+    if not ref:
+        return ("**Error: Pick a model version.**",)
+    with engine.client(session) as client:
+        job = client.export_model_version(
+            session.project,
+            ref,
+            quantizations=quantizations,
+            ollama="Ollama" in targets,
+            lmstudio="LM Studio" in targets,
+        )
+    kinds = ", ".join(job.config["quantizations"])
+    what = f"{job.config['model']} to GGUF ({kinds})"
+    return (ok_text(f"Job #{job.id} (export) is {job.state}: {what}; follow it on the Training page."),)
 
 
 def show_version(session: UiSession, engine: Engine, ref: str | None) -> tuple[Any, ...]:
@@ -279,6 +301,15 @@ def build(engine: Engine, session: gr.State) -> Page:
                         max_model_len = gr.Number(2048, precision=0, minimum=16, label="Max model length")
                         lora_slots = gr.Number(0, precision=0, minimum=0, maximum=64, label="LoRA slots")
                 deploy_button = gr.Button("Deploy", variant="primary", elem_id="deploy-button")
+            with gr.Group(visible=False, elem_id="export-form") as export_form:
+                gr.Markdown("#### Export the picked version (GGUF + Ollama Modelfile)")
+                quantizations = gr.CheckboxGroup(
+                    list(QUANTIZATIONS), value=["f16", "q8_0"], label="GGUF types", elem_id="export-types"
+                )
+                targets = gr.CheckboxGroup(
+                    ["Ollama", "LM Studio"], value=[], label="Hand it to (the platform's configured server / folder)"
+                )
+                export_button = gr.Button("Export", elem_id="export-button")
     gr.Markdown("### Deployments")
     deployments = gr.Dataframe(interactive=False, elem_id="deployments-table", max_height=260, wrap=True)
     with gr.Row():
@@ -301,9 +332,10 @@ def build(engine: Engine, session: gr.State) -> Page:
         [session, pick, deploy_name, min_replicas, max_replicas, cpus, gpus, max_model_len, lora_slots],
         [session, status, deployments],
     )
+    export_button.click(engine.action(export, 0), [session, pick, quantizations, targets], [session, status])
     undeploy_button.click(engine.action(undeploy, 1), [session, undeploy_name], [session, status, deployments])
     reload_button.click(engine.action(reload_deployments, 1), [session], [session, status, deployments])
-    outputs = [status, bases, versions, pick, deployments, stage_form, deploy_form, undeploy_form]
+    outputs = [status, bases, versions, pick, deployments, stage_form, deploy_form, undeploy_form, export_form]
     outputs += [summary, metrics, lineage, stage, deploy_name]
     refresh_action = engine.action(refresh, len(outputs) - 1)
     reload_page.click(refresh_action, [session], [session, *outputs])

@@ -1,6 +1,7 @@
 """Training: the project's job queue, a job page that follows the job live (state, progress, metric
-plots polled with `after_step`, logs), cancel and retry, and a new-job form for SFT and GRPO whose
-YAML view is what gets submitted. Viewers see the queue and jobs; what they may not do is not offered.
+plots polled with `after_step`, logs), cancel, retry and "copy this job", a new-job form for SFT and
+GRPO whose YAML view is what gets submitted (filled from a training profile, or saved as one), and a
+comparison of 2-5 jobs. Viewers see the queue and jobs; what they may not do is not offered.
 """
 
 from __future__ import annotations
@@ -10,25 +11,32 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
-import yaml
 
 from apps.gradio.engine import Engine, ok_text
-from apps.gradio.pages import Page
+from apps.gradio.pages import Page, job_compare
+from apps.gradio.pages.job_form import (
+    FORM_DEFAULTS,
+    FORM_FIELDS,
+    form_values,
+    job_config,
+    lay_form_over,
+    parse_yaml,
+    profile_settings,
+    to_yaml,
+)
 from apps.gradio.session import UiSession
 from deepext.serve.routes.jobs import JobDetail
+from deepext.train.compare import PLOTTED
 from deepext.train.jobs import JobView
+from deepext.train.profiles import apply_profile
 
 QUEUE_COLUMNS = ["id", "name", "kind", "state", "attempts", "owner", "created", "started", "finished"]
 FINISHED = {"succeeded", "failed", "cancelled"}
 POLL_SECONDS = 2.0
 JOB_OUTPUTS = 13  # what the job page shows (see `_job_view`): panel, header, progress, plots, latest, logs, ...
 # Plot -> which metric keys it draws (GRPO's names; SFT logs loss too).
-PLOTS: dict[str, re.Pattern[str]] = {
-    "reward": re.compile(r"^reward(_mean|/.+_mean)$"),
-    "loss": re.compile(r"^(train_)?loss$|^eval_loss$"),
-    "kl": re.compile(r"^kl(_mean)?$"),
-    "completion length": re.compile(r"^completion_len_mean$"),
-}
+PLOTS: dict[str, re.Pattern[str]] = {**PLOTTED, "completion length": re.compile(r"^completion_len_mean$")}
+FORM_KINDS = ("grpo", "sft", "sweep")
 
 
 # ---- pure helpers (tested without a browser)
@@ -124,6 +132,8 @@ def job_header(detail: JobDetail) -> str:
     job = detail.job
     parts = [f"### Job #{job.id} · {job.name} · `{job.kind}` · **{job.state}**"]
     facts = [f"attempt {job.attempts} of {job.max_retries + 1}", f"owner {job.owner or '-'}"]
+    if job.profile:
+        facts.append(f"profile `{job.profile}`")
     if detail.queue_position is not None:
         facts.append(f"queue position {detail.queue_position}")
     if job.output_key:
@@ -139,100 +149,6 @@ def job_header(detail: JobDetail) -> str:
     return "\n\n".join(parts)
 
 
-def job_config(
-    kind: str,
-    *,
-    name: str,
-    model: str,
-    dataset: str,
-    rewards: str,
-    steps: float,
-    learning_rate: float,
-    group_size: float,
-    prompts_per_step: float,
-    max_new_tokens: float,
-    temperature: float,
-    kl_coef: float,
-    lora_rank: float,
-    batch_size: float,
-) -> dict[str, Any]:
-    """The config the form describes (only the fields it sets; the server fills in the defaults). A
-    sweep starts as the form's GRPO config with the learning rate searched around the form's value,
-    six trials two at a time under ASHA - edit its YAML for other fields."""
-    if kind == "sweep":
-        rate = float(learning_rate) or 1e-5
-        return {
-            "kind": "grpo",
-            "base": job_config(
-                "grpo",
-                name=name,
-                model=model,
-                dataset=dataset,
-                rewards=rewards,
-                steps=steps,
-                learning_rate=learning_rate,
-                group_size=group_size,
-                prompts_per_step=prompts_per_step,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                kl_coef=kl_coef,
-                lora_rank=lora_rank,
-                batch_size=batch_size,
-            ),
-            "search_space": {"optim.learning_rate": {"loguniform": [rate / 10, rate * 10]}},
-            "metric": "reward_mean",
-            "mode": "max",
-            "trials": 6,
-            "concurrency": 2,
-            "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
-        }
-    model_settings: dict[str, Any] = {"path": model.strip()}
-    if lora_rank and int(lora_rank) > 0:
-        model_settings["lora"] = {"rank": int(lora_rank), "alpha": 2 * int(lora_rank)}
-    config: dict[str, Any] = {
-        "name": name.strip() or kind,
-        "model": model_settings,
-        "data": {"dataset": dataset.strip()},
-    }
-    if kind == "grpo":
-        reward_list = []
-        for item in rewards.split(","):
-            if item.strip():
-                reward_name, _, weight = item.strip().partition(":")
-                reward: dict[str, Any] = {"name": reward_name.strip()}
-                if weight.strip():
-                    reward["weight"] = float(weight)
-                reward_list.append(reward)
-        config["rewards"] = reward_list
-        config["sampling"] = {
-            "group_size": int(group_size),
-            "prompts_per_step": int(prompts_per_step),
-            "max_new_tokens": int(max_new_tokens),
-            "temperature": float(temperature),
-        }
-        config["optim"] = {"learning_rate": float(learning_rate)}
-        config["algorithm"] = {"kl_coef": float(kl_coef)}
-        config["schedule"] = {"steps": int(steps)}
-    else:
-        config["training"] = {
-            "max_steps": int(steps),
-            "learning_rate": float(learning_rate),
-            "batch_size": int(batch_size),
-        }
-    return config
-
-
-def parse_yaml(text: str) -> dict[str, Any]:
-    """The YAML view as a config, or a ValueError saying what is wrong with it."""
-    try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"the YAML does not parse: {exc}") from exc
-    if not isinstance(config, dict):
-        raise ValueError("the YAML must be a mapping of config fields")
-    return config
-
-
 # ---- callbacks
 def _queue(session: UiSession, engine: Engine) -> tuple[pd.DataFrame, Any]:
     with engine.client(session) as client:
@@ -241,15 +157,85 @@ def _queue(session: UiSession, engine: Engine) -> tuple[pd.DataFrame, Any]:
     return queue_table(jobs), gr.update(choices=choices)
 
 
+def _profiles(session: UiSession, engine: Engine, value: str | None = None) -> Any:
+    with engine.client(session) as client:
+        rows = client.profiles(session.project) if session.project else []
+    choices = [(f"{p.ref} ({p.kind})" + (f" - {p.description}" if p.description else ""), p.ref) for p in rows]
+    return gr.update(choices=[("(none)", ""), *choices], value=value or "")
+
+
 def refresh(session: UiSession, engine: Engine) -> tuple[Any, ...]:
     table, picker = _queue(session, engine)
     create = session.may("jobs", "create")
-    return (gr.skip(), table, picker, gr.update(visible=create), gr.update(visible=False))
+    profiles = _profiles(session, engine) if create else gr.skip()
+    compared = gr.update(choices=picker["choices"], value=[])
+    return (gr.skip(), table, picker, compared, gr.update(visible=create), profiles, gr.update(visible=False))
 
 
 def reload_queue(session: UiSession, engine: Engine) -> tuple[Any, ...]:
     table, picker = _queue(session, engine)
-    return (gr.skip(), table, picker)
+    return (gr.skip(), table, picker, gr.update(choices=picker["choices"]))
+
+
+def _form_update(kind: str, config: dict[str, Any]) -> tuple[Any, ...]:
+    """The kind, every form field and the YAML view showing `config`."""
+    values = form_values(config)
+    return (kind, *(values[name] for name in FORM_FIELDS), to_yaml(config))
+
+
+def form_yaml(kind: str, text: str, *values: Any) -> str:
+    """The YAML view after a field changed: only what the fields spell changes (see `lay_form_over`)."""
+    fields = {k: (v if v is not None else FORM_DEFAULTS[k]) for k, v in zip(FORM_FIELDS, values, strict=True)}
+    try:
+        current = parse_yaml(text) if text.strip() else {}
+    except ValueError:
+        current = {}  # the view holds broken YAML: the fields start it over
+    return to_yaml(lay_form_over(current, kind, job_config(kind, **fields)))
+
+
+def pick_profile(session: UiSession, engine: Engine, ref: str, kind: str, text: str) -> tuple[Any, ...]:
+    """Fill the form with a profile's settings laid over what it holds; the job will record the profile."""
+    if not ref:
+        return ("", *(gr.skip(),) * (len(FORM_FIELDS) + 2))
+    with engine.client(session) as client:
+        profile = client.profile(session.project, ref)
+    try:
+        current = parse_yaml(text) if text.strip() and kind == profile.kind else {}
+    except ValueError:
+        current = {}
+    config = apply_profile(current, profile.settings)
+    return (
+        ok_text(f"Profile **{profile.ref}** filled the form; your edits override it."),
+        *_form_update(profile.kind, config),
+    )
+
+
+def save_profile(
+    session: UiSession, engine: Engine, name: str, description: str, kind: str, text: str
+) -> tuple[Any, ...]:
+    """Save the YAML view's training settings (not its name, model path or dataset) as a profile."""
+    if kind not in ("grpo", "sft"):
+        return ("**Error: A profile holds GRPO or SFT settings; pick one of those kinds.**", gr.skip())
+    try:
+        settings = profile_settings(parse_yaml(text))
+    except ValueError as exc:
+        return (f"**Error: {exc}**", gr.skip())
+    with engine.client(session) as client:
+        saved = client.save_profile(session.project, name.strip(), kind, settings, description=description.strip())
+    verdict = "saved" if saved.created else "unchanged (the same settings)"
+    return ok_text(f"Profile **{saved.ref}** {verdict}."), _profiles(session, engine, saved.ref)
+
+
+def copy_job(session: UiSession, engine: Engine, job_id: Any) -> tuple[Any, ...]:
+    """Open the new-job form filled with an old job's config (and its profile)."""
+    if job_id in (None, ""):
+        return ("**Error: Pick a job.**", *(gr.skip(),) * (len(FORM_FIELDS) + 4))
+    with engine.client(session) as client:
+        job = client.job(session.project, int(job_id)).job
+    if job.kind not in FORM_KINDS:
+        return (f"**Error: A {job.kind} job cannot be copied into the form.**", *(gr.skip(),) * (len(FORM_FIELDS) + 4))
+    message = ok_text(f"Copied job #{job.id} into the new-job form: change what you like and submit.")
+    return (message, gr.update(open=True), _profiles(session, engine, job.profile), *_form_update(job.kind, job.config))
 
 
 def open_job(session: UiSession, engine: Engine, job_id: Any) -> tuple[Any, ...]:
@@ -307,14 +293,16 @@ def retry(session: UiSession, engine: Engine, job_id: Any) -> tuple[Any, ...]:
     return ok_text(f"Job #{job.id} is {job.state} again."), table, picker, gr.Timer(active=True)
 
 
-def submit(session: UiSession, engine: Engine, kind: str, text: str, priority: float) -> tuple[Any, ...]:
-    """Queue the job the YAML describes, then pick it and follow it on the job page."""
+def submit(
+    session: UiSession, engine: Engine, kind: str, text: str, priority: float, profile: str | None
+) -> tuple[Any, ...]:
+    """Queue the job the YAML describes (over the picked profile), then pick it and follow it on the job page."""
     try:
         config = parse_yaml(text)
     except ValueError as exc:
         return (f"**Error: {exc}**", *(gr.skip(),) * (2 + JOB_OUTPUTS))
     with engine.client(session) as client:
-        job = client.submit_job(session.project, kind, config, priority=int(priority))
+        job = client.submit_job(session.project, kind, config, priority=int(priority), profile=profile or None)
     table, picker = _queue(session, engine)
     view = _job_view(session, engine, job.id, [])
     picked = gr.update(choices=picker["choices"], value=job.id)
@@ -332,8 +320,16 @@ def build(engine: Engine, session: gr.State) -> Page:
             with gr.Row():
                 picker = gr.Dropdown(label="Job", choices=[], elem_id="job-picker", scale=3)
                 open_button = gr.Button("Open", scale=0, min_width=90, elem_id="open-job")
+            compare_picker = job_compare.build(engine, session, status)
         with gr.Column(scale=2), gr.Accordion("New job", open=False, visible=False, elem_id="new-job") as new_job:
-            kind = gr.Radio(["grpo", "sft", "sweep"], value="grpo", label="Kind")
+            profile = gr.Dropdown(
+                label="Profile",
+                choices=[("(none)", "")],
+                value="",
+                elem_id="job-profile",
+                info="A saved preset: it fills the form, your edits override it, the job records its version.",
+            )
+            kind = gr.Radio(list(FORM_KINDS), value="grpo", label="Kind")
             name = gr.Textbox(label="Name", placeholder="grpo")
             model = gr.Textbox(label="Model", placeholder="base model, model version (NAME@N) or a local folder")
             dataset = gr.Textbox(label="Dataset", placeholder="NAME@VERSION or NAME@LABEL")
@@ -357,6 +353,10 @@ def build(engine: Engine, session: gr.State) -> Page:
             with gr.Accordion("YAML (what is submitted; edit freely)", open=False):
                 config_yaml = gr.Code(language="yaml", interactive=True, elem_id="job-yaml", lines=12)
             submit_button = gr.Button("Submit job", variant="primary", elem_id="submit-job")
+            with gr.Accordion("Save as profile", open=False, elem_id="save-profile-section"), gr.Row():
+                profile_name = gr.Textbox(label="Profile name", placeholder="grpo-small-gpu", elem_id="profile-name")
+                profile_description = gr.Textbox(label="Description", elem_id="profile-description")
+                save_profile_button = gr.Button("Save profile", scale=0, min_width=110, elem_id="save-profile")
 
     with gr.Column(visible=False) as job_panel:
         header = gr.Markdown(elem_id="job-header")
@@ -364,6 +364,7 @@ def build(engine: Engine, session: gr.State) -> Page:
         with gr.Row():
             cancel_button = gr.Button("Cancel job", variant="stop", size="sm", visible=False, elem_id="cancel-job")
             retry_button = gr.Button("Retry", size="sm", visible=False, elem_id="retry-job")
+            copy_button = gr.Button("Copy this job", size="sm", visible=False, elem_id="copy-job")
         with gr.Row():
             plots = [
                 gr.LinePlot(x="step", y="value", color="series", title=plot, height=220, elem_id=f"plot-{i}")
@@ -377,28 +378,36 @@ def build(engine: Engine, session: gr.State) -> Page:
 
     form = [name, model, dataset, rewards, steps, learning_rate, group_size, prompts_per_step]
     form += [max_new_tokens, temperature, kl_coef, lora_rank, batch_size]
-
-    def to_yaml(kind_value: str, *values: Any) -> str:
-        keys = ["name", "model", "dataset", "rewards", "steps", "learning_rate", "group_size", "prompts_per_step"]
-        keys += ["max_new_tokens", "temperature", "kl_coef", "lora_rank", "batch_size"]
-        fields: dict[str, Any] = {k: (v if v is not None else 0) for k, v in zip(keys, values, strict=True)}
-        return yaml.safe_dump(job_config(kind_value, **fields), sort_keys=False)
-
+    assert len(form) == len(FORM_FIELDS)
     for component in [kind, *form]:
-        component.change(to_yaml, [kind, *form], [config_yaml])  # type: ignore[attr-defined]
+        component.change(form_yaml, [kind, config_yaml, *form], [config_yaml])  # type: ignore[attr-defined]
+    filled = [kind, *form, config_yaml]
+    profile.input(
+        engine.action(pick_profile, len(filled)), [session, profile, kind, config_yaml], [session, status, *filled]
+    )
+    save_profile_button.click(
+        engine.action(save_profile, 1),
+        [session, profile_name, profile_description, kind, config_yaml],
+        [session, status, profile],
+    )
 
     job_outputs = [job_panel, header, progress, *plots, latest, trials, logs, metrics, cancel_button, timer]
     assert len(job_outputs) == JOB_OUTPUTS
+    may_create = [retry_button, copy_button]
     open_button.click(
         engine.action(open_job, len(job_outputs)), [session, picker], [session, status, *job_outputs]
-    ).then(lambda s: gr.update(visible=s.may("jobs", "create")), [session], [retry_button])
+    ).then(lambda s: (gr.update(visible=s.may("jobs", "create")),) * len(may_create), [session], may_create)
     timer.tick(engine.action(poll, len(job_outputs)), [session, picker, metrics], [session, status, *job_outputs])
-    reload_button.click(engine.action(reload_queue, 2), [session], [session, status, queue, picker])
+    reload_button.click(engine.action(reload_queue, 3), [session], [session, status, queue, picker, compare_picker])
     cancel_button.click(engine.action(cancel, 3), [session, picker], [session, status, queue, picker, timer])
     retry_button.click(engine.action(retry, 3), [session, picker], [session, status, queue, picker, timer])
+    copy_button.click(
+        engine.action(copy_job, 2 + len(filled)), [session, picker], [session, status, new_job, profile, *filled]
+    )
     submit_button.click(
         engine.action(submit, 2 + len(job_outputs)),
-        [session, kind, config_yaml, priority],
+        [session, kind, config_yaml, priority, profile],
         [session, status, queue, picker, *job_outputs],
     )
-    return Page(engine.action(refresh, 4), [status, queue, picker, new_job, job_panel])
+    outputs = [status, queue, picker, compare_picker, new_job, profile, job_panel]
+    return Page(engine.action(refresh, len(outputs) - 1), outputs)

@@ -3,6 +3,7 @@
 from deepext.serve.routes import (
     audit_log,
     auth,
+    dashboard,
     datasets,
     deployments,
     evaluations,
@@ -11,6 +12,7 @@ from deepext.serve.routes import (
     knowledge,
     models,
     openai,
+    profiles,
     projects,
     users,
 )
@@ -22,9 +24,11 @@ ROUTERS = [
     auth.router,
     users.router,
     projects.router,
+    dashboard.router,
     datasets.router,
     models.router,
     jobs.router,
+    profiles.router,
     evaluations.router,
     deployments.router,
     audit_log.router,

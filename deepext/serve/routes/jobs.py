@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from deepext.platform import Platform
 from deepext.serve.deps import MAX_ID, Access, PlatformDep, RowId, allow
 from deepext.train import jobs as job_store
+from deepext.train.compare import Comparison, compare_jobs
 from deepext.train.jobs import JobEventView, JobView
 from deepext.train.service import cancel_job, job_logs, submit_job
 from deepext.train.trials import TrialView, list_trials
@@ -25,6 +26,9 @@ class JobSubmit(BaseModel):
     name: str = Field("", max_length=128)
     priority: int = Field(0, ge=-1000, le=1000)
     max_retries: int = Field(0, ge=0, le=10)
+    profile: str | None = Field(
+        None, max_length=80, description="A training profile (NAME or NAME@N) whose settings the config is laid over."
+    )
 
 
 class JobDetail(BaseModel):
@@ -67,8 +71,20 @@ def submit(body: JobSubmit, access: Annotated[Access, allow("jobs", "create")], 
         name=body.name,
         priority=body.priority,
         max_retries=body.max_retries,
+        profile=body.profile,
         actor=access.actor,
     )
+
+
+@router.get("/compare")
+def compare(
+    project: str,
+    access: Annotated[Access, allow("jobs", "read")],
+    platform: PlatformDep,
+    ids: Annotated[list[Annotated[int, Field(ge=1, le=MAX_ID)]], Query(description="2 to 5 job ids: ?ids=3&ids=4")],
+) -> Comparison:
+    """The jobs' configs side by side (fields that differ marked) and each metric's curve per job."""
+    return compare_jobs(platform, access.project_name, ids)
 
 
 @router.get("/{job_id}")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from deepext.models.registry import BaseModelView, get_base_model, list_base_models
 from deepext.models.versions import ModelVersionView, get_model_version, lineage, list_model_versions, set_stage, tag
 from deepext.serve.deps import Access, PlatformDep, allow
+from deepext.train.jobs import JobView
 
 router = APIRouter(tags=["models"])
 
@@ -86,3 +87,26 @@ def change_model_version(
     if not body.add_tags and not body.remove_tags:
         raise InvalidInput("nothing to change: give stage, add_tags or remove_tags", field="stage")
     return tag(platform, access.project_name, ref, body.add_tags, body.remove_tags, actor=access.actor)
+
+
+class ExportRequest(BaseModel):
+    quantizations: list[str] = Field(
+        ["f16", "q8_0"], description="GGUF types: f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0, f32."
+    )
+    ollama: bool = Field(False, description="Push to the platform's Ollama server and register it as a provider model.")
+    lmstudio: bool = Field(False, description="Copy into the platform's LM Studio models folder.")
+
+
+@router.post("/projects/{project}/models/{ref}/export", status_code=201)
+def export_model_version(
+    project: str,
+    ref: str,
+    body: ExportRequest,
+    access: Annotated[Access, allow("jobs", "create")],
+    platform: PlatformDep,
+) -> JobView:
+    """Queue an `export` job: GGUF files and an Ollama Modelfile of the version, on the cluster."""
+    from deepext.train.service import submit_job
+
+    config = {"model": ref, **body.model_dump()}
+    return submit_job(platform, project=access.project_name, kind="export", config=config, actor=access.actor)
