@@ -8,7 +8,9 @@ skipped - unless a developer sets DEEPEXT_TEST_SKIP_POSTGRES=1 on a machine with
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,25 +45,85 @@ def _admin_connection():  # type: ignore[no-untyped-def]
     return psycopg.connect(url, autocommit=True, connect_timeout=5)
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+def _skip_without_postgres() -> None:
     if os.environ.get("DEEPEXT_TEST_SKIP_POSTGRES") == "1":
         pytest.skip("DEEPEXT_TEST_SKIP_POSTGRES=1: this developer has no PostgreSQL server")
+
+
+@contextlib.contextmanager
+def _postgres_database(template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database (a copy of `template`, or empty) for one test, dropped afterwards."""
     name = f"deepext_test_{uuid.uuid4().hex[:12]}"
     with _admin_connection() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_URL.rsplit("/", 1)[0]
+        admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
-        yield f"{base}/{name}"
+        yield f"{POSTGRES_URL.rsplit('/', 1)[0]}/{name}"
     finally:
         with _admin_connection() as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    _skip_without_postgres()
+    with _postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def migrated_stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Per backend, one store migrated to the newest schema for the whole session (made on first use):
+    a test's store is a copy of it, which takes a few milliseconds where running the migrations takes
+    a few hundred."""
+    made: dict[str, str] = {}
+    yield made
+    if "postgresql" in made:
+        with _admin_connection() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{made["postgresql"]}" WITH (FORCE)')
+
+
+def _migrated(backend: str, made: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session's migrated store of `backend`: a SQLite file path or a PostgreSQL database name."""
+    from deepext.db.engine import Database
+
+    if backend not in made:
+        if backend == "sqlite":
+            made[backend] = str(tmp_path_factory.mktemp("migrated") / "metadata.db")
+            url = f"sqlite:///{made[backend]}"
+        else:
+            made[backend] = f"deepext_template_{uuid.uuid4().hex[:12]}"
+            with _admin_connection() as admin:
+                admin.execute(f'CREATE DATABASE "{made[backend]}"')
+            url = f"{POSTGRES_URL.rsplit('/', 1)[0]}/{made[backend]}"
+        db = Database(url)
+        db.upgrade()
+        db.dispose()  # a PostgreSQL template must have no open connection when it is copied
+    return made[backend]
+
+
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The same test once on SQLite (the embedded default) and once on PostgreSQL."""
+def database_url(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    migrated_stores: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """The same test once on SQLite (the embedded default) and once on PostgreSQL, each on a store of
+    its own already at the newest schema (`empty_database_url` for one without any)."""
+    if request.param == "sqlite":
+        copy = tmp_path / "metadata.db"
+        shutil.copyfile(_migrated("sqlite", migrated_stores, tmp_path_factory), copy)
+        yield f"sqlite:///{copy}"
+        return
+    _skip_without_postgres()
+    with _postgres_database(template=_migrated("postgresql", migrated_stores, tmp_path_factory)) as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store without any schema, on SQLite and on PostgreSQL (for the migrations' own tests)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'metadata.db'}"
     return str(request.getfixturevalue("postgres_url"))

@@ -27,8 +27,8 @@ CORE_TABLES = {
 }
 
 
-def test_upgrade_creates_the_core_tables(database_url: str) -> None:
-    db = Database(database_url)
+def test_upgrade_creates_the_core_tables(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     assert db.current_revision() is None
     db.upgrade()
     assert db.is_migrated()
@@ -37,8 +37,8 @@ def test_upgrade_creates_the_core_tables(database_url: str) -> None:
     db.dispose()
 
 
-def test_models_match_the_migrations(database_url: str) -> None:
-    db = Database(database_url)
+def test_models_match_the_migrations(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     db.upgrade()
     with db.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
@@ -46,11 +46,11 @@ def test_models_match_the_migrations(database_url: str) -> None:
     db.dispose()
 
 
-def test_downgrade_to_base_and_back(database_url: str) -> None:
-    db = Database(database_url)
+def test_downgrade_to_base_and_back(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     db.upgrade()
     with db.engine.begin() as connection:
-        config = alembic_config(database_url)
+        config = alembic_config(empty_database_url)
         config.attributes["connection"] = connection
         command.downgrade(config, "base")
     assert not (CORE_TABLES & set(inspect(db.engine).get_table_names()))

@@ -88,8 +88,9 @@ def test_a_healthy_platform_passes_and_leaves_no_probe_behind(
 
 
 def test_an_unmigrated_database_fails_naming_its_revision_and_the_fix(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    empty_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    settings = Settings(home=tmp_path / "home", database_url=empty_database_url)
     db = Database(settings.resolved_database_url)
     db.upgrade("0004")
     head = db.head_revision()
