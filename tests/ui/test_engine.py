@@ -113,6 +113,18 @@ def test_a_field_edit_changes_only_what_it_spells_in_the_yaml() -> None:
     assert form_values(sweep)["steps"] == 20 and lay_form_over({}, "grpo", stored) == stored
 
 
+def test_the_yaml_view_follows_the_fields_before_it_was_ever_shown() -> None:
+    from apps.gradio.pages.job_form import FORM_FIELDS
+    from apps.gradio.pages.training import form_yaml
+
+    values = [form_fields()[name] for name in FORM_FIELDS]
+    text = form_yaml("grpo", None, *values)  # a closed accordion's code box holds None
+    assert parse_yaml(text) == job_config("grpo", **form_fields())
+    assert parse_yaml(form_yaml("grpo", "a: [unclosed", *values)) == job_config("grpo", **form_fields())
+    with pytest.raises(ValueError, match="mapping"):
+        parse_yaml(None)
+
+
 def test_a_profile_keeps_the_settings_not_what_is_trained() -> None:
     config = {**job_config("grpo", **form_fields()), "resources": {"num_learners": 2}}
     settings = profile_settings(config)

@@ -118,10 +118,10 @@ def job_config(
     return config
 
 
-def parse_yaml(text: str) -> dict[str, Any]:
+def parse_yaml(text: str | None) -> dict[str, Any]:
     """The YAML view as a config, or a ValueError saying what is wrong with it."""
     try:
-        config = yaml.safe_load(text)
+        config = yaml.safe_load(text or "")
     except yaml.YAMLError as exc:
         raise ValueError(f"the YAML does not parse: {exc}") from exc
     if not isinstance(config, dict):

@@ -183,24 +183,24 @@ def _form_update(kind: str, config: dict[str, Any]) -> tuple[Any, ...]:
     return (kind, *(values[name] for name in FORM_FIELDS), to_yaml(config))
 
 
-def form_yaml(kind: str, text: str, *values: Any) -> str:
+def form_yaml(kind: str, text: str | None, *values: Any) -> str:
     """The YAML view after a field changed: only what the fields spell changes (see `lay_form_over`)."""
     fields = {k: (v if v is not None else FORM_DEFAULTS[k]) for k, v in zip(FORM_FIELDS, values, strict=True)}
     try:
-        current = parse_yaml(text) if text.strip() else {}
+        current = parse_yaml(text) if (text or "").strip() else {}  # None: the view was never shown
     except ValueError:
         current = {}  # the view holds broken YAML: the fields start it over
     return to_yaml(lay_form_over(current, kind, job_config(kind, **fields)))
 
 
-def pick_profile(session: UiSession, engine: Engine, ref: str, kind: str, text: str) -> tuple[Any, ...]:
+def pick_profile(session: UiSession, engine: Engine, ref: str, kind: str, text: str | None) -> tuple[Any, ...]:
     """Fill the form with a profile's settings laid over what it holds; the job will record the profile."""
     if not ref:
         return ("", *(gr.skip(),) * (len(FORM_FIELDS) + 2))
     with engine.client(session) as client:
         profile = client.profile(session.project, ref)
     try:
-        current = parse_yaml(text) if text.strip() and kind == profile.kind else {}
+        current = parse_yaml(text) if (text or "").strip() and kind == profile.kind else {}
     except ValueError:
         current = {}
     config = apply_profile(current, profile.settings)
