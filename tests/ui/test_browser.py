@@ -408,8 +408,11 @@ def test_the_dashboard_is_the_landing_page_with_audit_for_admins(page: Any, ui: 
     ui.shot(page, "28-dashboard-owner")
     page.locator("#logout").click()
     page.locator('#app-ready .ready[data-user=""]').wait_for(state="attached")
+    with DeepextClient(ui.api_url) as owner:  # the newest event of the project, whatever ran before
+        owner.login("owner", PASSWORD)
+        owner.save_profile("p", "dashboard-check", "sft", {"training": {"batch_size": 2}})
     log_in(page, "admin")
-    expect_text(page, "#dashboard-audit", r"eval_suite\.push")
+    expect_text(page, "#dashboard-audit", r"profile\.save[\s\S]*profile:p/dashboard-check@1")
     ui.shot(page, "29-dashboard-admin")
 
 

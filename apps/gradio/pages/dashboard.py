@@ -20,7 +20,7 @@ EMPTY_DAYS = pd.DataFrame(columns=["day", "state", "jobs"])
 
 # ---- pure helpers (tested without a browser)
 def _card(title: str, total: int, parts: dict[str, int]) -> str:
-    detail = " · ".join(f"{escape(k)} {v}" for k, v in sorted(parts.items())) or "none yet"
+    detail = " · ".join(f"{escape(k)} {v}" for k, v in sorted(parts.items())) or ("none yet" if not total else "")
     return (
         f'<div class="dash-card" data-card="{escape(title)}"><div class="dash-title">{escape(title)}</div>'
         f'<div class="dash-number">{total}</div><div class="dash-detail">{detail}</div></div>'
