@@ -36,8 +36,9 @@ log = logging.getLogger("deepext.job")
 
 
 def model_reference(kind: str, config: dict[str, Any]) -> str | None:
-    """The model a training job starts from (an eval job names its target instead)."""
-    if kind == "eval":
+    """The model a training job starts from (an eval job names its target, an export job its version,
+    and neither trains a model of its own)."""
+    if kind in ("eval", "export"):
         return None
     if kind == "sweep":
         return str(config["base"]["model"]["path"])
@@ -45,7 +46,7 @@ def model_reference(kind: str, config: dict[str, Any]) -> str | None:
 
 
 def dataset_reference(kind: str, config: dict[str, Any]) -> str | None:
-    if kind == "eval":
+    if kind in ("eval", "export"):
         return None
     if kind == "sweep":
         return config["base"].get("data", {}).get("dataset")
