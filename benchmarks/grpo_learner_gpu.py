@@ -3,8 +3,9 @@ learner runs each step) on a GRPO-shaped batch, in bf16 on CUDA, for a SmolLM2-1
 Qwen2.5-1.5B-shaped model (random weights: the arithmetic is what is timed, not what it learns).
 
 Per shape and mode (full fine-tune without KL; full with the KL term against a frozen copy; LoRA r16
-with KL against the adapter switched off) it prints completion tokens/s through forward + backward +
-optimizer step, and peak GPU memory. Before that, a check that the GPU path computes what the CPU
+with KL against the adapter switched off; full with gradient checkpointing) it prints completion
+tokens/s through forward + backward + optimizer step, and peak GPU memory (on CPU: how far the
+process's resident memory rises during the timed steps). Before that, a check that the GPU path computes what the CPU
 path does: the same learner step on a small model in float32 on CPU and on the GPU (loss and
 gradient norm agree to float rounding) and in bf16 on the GPU (close).
 
@@ -13,16 +14,18 @@ It needs torch, transformers, peft, pydantic and pyyaml only: no Ray, no vLLM.
     python benchmarks/grpo_learner_gpu.py [--shapes smollm2-135m,qwen2.5-1.5b] [--rows 64]
         [--prompt 128] [--completion 512] [--micro 16] [--repeats 3]
 
-On a machine without CUDA it runs the check on CPU alone and the timings on the smallest shape, in
-float32, so the script itself can be tried anywhere.
+On a machine without CUDA it runs the check on CPU alone and the timings on `--cpu-shapes` (by
+default the smallest), in float32, so the script itself can be tried anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ MODES: dict[str, dict[str, Any]] = {
     "full": {"algorithm": {"kl_coef": 0.0}},
     "full+kl": {"algorithm": {"kl_coef": 0.04}},
     "lora16+kl": {"algorithm": {"kl_coef": 0.04}, "lora": {"rank": 16, "alpha": 32}},
+    "full+gc": {"algorithm": {"kl_coef": 0.0}, "gradient_checkpointing": True},
 }
 
 
@@ -92,6 +96,7 @@ def learner_config(model: Path, mode: str, micro: int, dtype: str) -> dict[str, 
     model_section: dict[str, Any] = {"path": str(model), "dtype": dtype}
     if "lora" in spec:
         model_section["lora"] = spec["lora"]
+    model_section["gradient_checkpointing"] = spec.get("gradient_checkpointing", False)
     return {
         "model": model_section,
         "data": {"path": "unused.jsonl"},
@@ -130,6 +135,33 @@ def check_gpu_matches_cpu(folder: Path, gpu: torch.device | None) -> None:
                 print(f"check {name} vs cpu-float32 {key}: relative error {error:.2e} ({verdict}, <= {tolerance:g})")
 
 
+class ResidentPeak:
+    """The most this process's resident memory rose above its level at entry (sampled every 5 ms)."""
+
+    def __enter__(self) -> ResidentPeak:
+        self.base = self.peak = _resident_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _resident_bytes())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth_gib(self) -> float:
+        return (self.peak - self.base) / 2**30
+
+
+def _resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def time_learner(
     model: Path, mode: str, batch: LearnerBatch, device: torch.device, micro: int, dtype: str, repeats: int
 ) -> dict[str, float]:
@@ -140,13 +172,14 @@ def time_learner(
     learner = PolicyLearner(config, device=device, total_steps=repeats + 1)
     learner.learn(batch, num_tokens=batch.num_tokens, num_seqs=batch.size)  # warm-up: allocator, kernels
     seconds = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        learner.learn(batch, num_tokens=batch.num_tokens, num_seqs=batch.size)
-        sync(device)
-        seconds.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    with ResidentPeak() as resident:  # on CPU: how far above the learner at rest the process grows
+        for _ in range(repeats):
+            sync(device)
+            start = time.perf_counter()
+            learner.learn(batch, num_tokens=batch.num_tokens, num_seqs=batch.size)
+            sync(device)
+            seconds.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else resident.growth_gib
     del learner
     median = statistics.median(seconds)
     return {"s": median, "tokens_per_s": batch.num_tokens / median, "peak_gib": peak}
@@ -161,12 +194,13 @@ def main() -> None:
     parser.add_argument("--completion", type=int, default=512)
     parser.add_argument("--micro", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cpu-shapes", default="tiny", help="shapes timed where there is no CUDA")
     args = parser.parse_args()
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda") if cuda else torch.device("cpu")
     print(f"torch {torch.__version__}; device {torch.cuda.get_device_name() if cuda else 'cpu (no CUDA)'}", flush=True)
-    shapes = args.shapes.split(",") if cuda else ["tiny"]
+    shapes = args.shapes.split(",") if cuda else args.cpu_shapes.split(",")
     dtype = "bfloat16" if cuda else "float32"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deepext.errors import InvalidInput, invalid_config
 
@@ -37,6 +37,12 @@ class ModelSettings(_Strict):
     path: str = Field(..., description="Local Hugging Face folder, or a hub id on a machine that can fetch it.")
     lora: LoraSettings | None = None
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto: bfloat16 on GPU, float32 on CPU.")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each layer's activations in the backward pass instead of keeping them: the "
+        "learner's activation memory drops from all layers to about one (what full fine-tuning of a 7B "
+        "model on one GPU needs), for one more forward pass per micro-batch.",
+    )
 
 
 class DataSettings(_Strict):
@@ -117,6 +123,14 @@ class ResourceSettings(_Strict):
     learner_gpus: float = Field(0, ge=0)
     rollout_cpus: float = Field(1, gt=0)
     rollout_gpus: float = Field(0, ge=0)
+    learner_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Extra Ray resources each learner needs: a custom resource that only some nodes offer "
+        "(started with `ray start --resources`) places the learners on those nodes.",
+    )
+    rollout_resources: dict[str, float] = Field(
+        default_factory=dict, description="Extra Ray resources each rollout worker needs (places the vLLM engines)."
+    )
     micro_batch_size: int = Field(16, ge=1, description="Sequences per forward/backward pass on a learner.")
     threads_per_worker: int | None = Field(
         None,
@@ -127,6 +141,16 @@ class ResourceSettings(_Strict):
     max_model_len: int = Field(1024, ge=16)
     sync_timeout_s: float = Field(120, gt=0)
     max_failures: int = Field(1, ge=0, description="Learner restarts from the last checkpoint before the run fails.")
+
+    @field_validator("learner_resources", "rollout_resources")
+    @classmethod
+    def _custom_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name in ("CPU", "GPU", "memory"):
+                raise ValueError(f"{name!r} has its own setting (learner_cpus, rollout_gpus, ...)")
+            if amount <= 0:
+                raise ValueError(f"{name!r} must be a positive amount, not {amount}")
+        return value
 
 
 class GRPOConfig(_Strict):

@@ -44,6 +44,9 @@ class PolicyLearner:
         dtype = resolve_dtype(config.model.dtype, device)
         model: Any = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=dtype)
         model.config.use_cache = False
+        if config.model.gradient_checkpointing:
+            # Non-reentrant checkpointing: gradients reach LoRA weights without inputs that require grad.
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.reference: Any = None
         if config.model.lora is not None:
             from peft import LoraConfig, get_peft_model

@@ -98,6 +98,7 @@ def train(
         from deepext.cluster import connect_ray
 
         connect_ray(settings)
+    check_placement(cfg)
     workers = start_rollout_workers(cfg)
     resources = cfg.resources
     has_checkpoint = any((output / "ray" / run_id).glob("checkpoint_*"))
@@ -121,9 +122,11 @@ def train(
             scaling_config=ScalingConfig(
                 num_workers=resources.num_learners,
                 use_gpu=resources.learner_gpus > 0,
-                resources_per_worker={"CPU": resources.learner_cpus, "GPU": resources.learner_gpus}
-                if resources.learner_gpus > 0
-                else {"CPU": resources.learner_cpus},
+                resources_per_worker={
+                    "CPU": resources.learner_cpus,
+                    **({"GPU": resources.learner_gpus} if resources.learner_gpus > 0 else {}),
+                    **resources.learner_resources,
+                },
             ),
             run_config=RunConfig(
                 name=run_id,
@@ -148,6 +151,21 @@ def train(
     )
 
 
+def check_placement(cfg: GRPOConfig) -> None:
+    """Refuse placement resources that no live node offers: the run would wait for them forever."""
+    import ray
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    for field in ("learner_resources", "rollout_resources"):
+        for name, amount in getattr(cfg.resources, field).items():
+            if not any(offered.get(name, 0) >= amount for offered in nodes):
+                raise InvalidInput(
+                    f"no node of the Ray cluster offers {amount:g} of the resource {name!r}; "
+                    f"start one with `ray start --resources '{{\"{name}\": {amount:g}}}'`",
+                    field=f"resources.{field}",
+                )
+
+
 def start_rollout_workers(cfg: GRPOConfig) -> list[Any]:
     import ray
 
@@ -155,8 +173,12 @@ def start_rollout_workers(cfg: GRPOConfig) -> list[Any]:
     actor: Any = ray.remote(RolloutWorker).options(
         num_cpus=resources.rollout_cpus,
         num_gpus=resources.rollout_gpus,
+        resources=resources.rollout_resources,
         # Not inside the placement group of whatever runs `train` (a sweep's Tune trial holds a sliver).
         scheduling_strategy="DEFAULT",
+        # A worker whose process or node dies comes back (a fresh engine, on any node that offers its
+        # resources); the learner, restarted from its checkpoint, brings it to that policy.
+        max_restarts=resources.max_failures,
     )
     workers = [
         actor.remote(
@@ -192,7 +214,13 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
     from deepext.eval.checks import build_check
     from deepext.grpo.learner import PolicyLearner
     from deepext.grpo.rewards import RewardSet, RewardSpec
-    from deepext.grpo.weight_sync import publish_weights, rollout_state_dict, shared_memory_root, sync_weights
+    from deepext.grpo.weight_sync import (
+        publish_weights,
+        rollout_state_dict,
+        shared_memory_root,
+        sync_weights,
+        wait_until_ready,
+    )
     from deepext.train.learner_groups import record_learner_group
 
     context = ray.train.get_context()
@@ -226,7 +254,7 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
         checks = [build_check(spec) for spec in loop_config.get("eval_checks", [])]
         log = MetricsLog(output)
         shm = shared_memory_root(loop_config["run_id"])
-        held = ray.get([worker.ready.remote() for worker in workers])
+        held = wait_until_ready(workers, cfg.resources.sync_timeout_s)
         if any(state["version"] != start for state in held):
             # A restarted or resumed learner: bring the rollout workers back to this policy.
             sync_weights(

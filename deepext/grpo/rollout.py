@@ -10,11 +10,12 @@ while it holds weights older than the version the caller expects.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from deepext.grpo.weight_sync import WeightsRef, materialize_weights
+from deepext.grpo.weight_sync import WeightsRef, materialize_weights, new_copies_folder
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,14 @@ class RolloutWorker:
         import torch
 
         self.per_request_seeds = bool(torch.cuda.is_available())
+        self.weight_copies = new_copies_folder()
         self.start_seconds = time.perf_counter() - started
 
     def ready(self) -> dict[str, Any]:
-        return {"version": self.version, "start_seconds": self.start_seconds, "pid": os.getpid()}
+        import ray
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+        return {"version": self.version, "start_seconds": self.start_seconds, "pid": os.getpid(), "node_id": node}
 
     def generate(
         self,
@@ -131,7 +136,7 @@ class RolloutWorker:
 
     def update_weights(self, weights: WeightsRef) -> int:
         """Load the learner's weights into the running engine; returns the version now held."""
-        path = materialize_weights(weights)
+        path = materialize_weights(weights, self.weight_copies)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(path)})
         self.llm.reset_prefix_cache()
         self.version = weights.version
@@ -141,6 +146,7 @@ class RolloutWorker:
         from deepext.vllm_engine import close_llm
 
         close_llm(self.llm)
+        shutil.rmtree(self.weight_copies, ignore_errors=True)
 
 
 def _sampled_logprob(step: dict[int, Any], token: int) -> float:

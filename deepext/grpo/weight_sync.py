@@ -3,7 +3,7 @@
 The learner writes its weights once, as safetensors, into shared memory (`/dev/shm`), and each
 rollout worker reloads them in place with vLLM's `reload_weights`. Workers on another node cannot
 see that folder, so on a multi-node cluster the bytes also travel through Ray's object store and
-the worker writes them to its own shared memory first. (On GPU clusters, vLLM's NCCL
+a worker on another node writes them to its own shared memory first. (On GPU clusters, vLLM's NCCL
 weight-transfer engine is the faster path; the interface here stays the same.)
 
 A sync either completes on every worker within the timeout, each confirming the new version, or
@@ -12,8 +12,10 @@ fails the run with `WeightSyncError` - it never hangs, and sampling never silent
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +44,34 @@ class WeightsRef:
     data: Any = None  # ObjectRef of the safetensors bytes, for workers on other nodes
 
 
+def shared_memory_base() -> Path:
+    """RAM-backed `/dev/shm` where there is one, else the temp folder."""
+    return Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+
+
 def shared_memory_root(run_id: str) -> Path:
-    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
-    return base / f"deepext-{run_id}"
+    return shared_memory_base() / f"deepext-{run_id}"
+
+
+def new_copies_folder() -> Path:
+    """A rollout worker's own folder for weights copied from another node. Folders of workers whose
+    process is gone (their node was killed before they could remove them) are removed first."""
+    base = shared_memory_base()
+    for stale in base.glob("deepext-weights-*-*"):
+        pid = stale.name.split("-")[2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"deepext-weights-{os.getpid()}-", dir=base))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def publish_weights(state_dict: dict[str, torch.Tensor], version: int, root: Path) -> WeightsRef:
@@ -63,26 +90,63 @@ def publish_weights(state_dict: dict[str, torch.Tensor], version: int, root: Pat
     for old in root.glob("v*"):
         if old.name[1:].isdigit() and int(old.name[1:]) <= version - _KEEP_VERSIONS:
             shutil.rmtree(old, ignore_errors=True)
-    node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+    node_id = _current_node_id()
     data = None
     if ray.is_initialized() and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
         data = ray.put((folder / WEIGHTS_FILE).read_bytes())
     return WeightsRef(str(folder), version, node_id, data)
 
 
-def materialize_weights(ref: WeightsRef) -> Path:
-    """A local folder holding `ref`'s weights (the learner's own, or a copy from the object store)."""
+def materialize_weights(ref: WeightsRef, copies: Path) -> Path:
+    """A folder on this node holding `ref`'s weights: the learner's own folder when the learner
+    runs on this node, else a copy from the object store written under `copies` (older copies
+    there are dropped)."""
     folder = Path(ref.path)
-    if (folder / WEIGHTS_FILE).exists():
+    here = _current_node_id()
+    if ref.node_id in (here, "local") or ref.data is None:
+        if not (folder / WEIGHTS_FILE).exists():
+            raise WeightSyncError(
+                f"weights v{ref.version} are not at {folder} on this node and were not sent through the object store"
+            )
         return folder
-    if ref.data is None:
-        raise WeightSyncError(f"weights v{ref.version} are not at {folder} and were not sent through the object store")
     import ray
 
-    local = shared_memory_root("remote") / f"v{ref.version}"
+    local = copies / f"v{ref.version}"
     local.mkdir(parents=True, exist_ok=True)
     (local / WEIGHTS_FILE).write_bytes(ray.get(ref.data))
+    for old in copies.glob("v*"):
+        if old != local:
+            shutil.rmtree(old, ignore_errors=True)
     return local
+
+
+def _current_node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
+def wait_until_ready(workers: Sequence[Any], timeout_s: float) -> list[dict[str, Any]]:
+    """Each rollout worker's state once it answers; a worker that is gone, or still being placed
+    after `timeout_s` (a restart waiting for a node that offers its resources), fails the run."""
+    import ray
+    from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return list(ray.get([w.ready.remote() for w in workers], timeout=max(0.0, deadline - time.monotonic())))
+        except ActorUnavailableError:  # restarting right now: ask again
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(1)
+        except GetTimeoutError:
+            break
+        except RayActorError as exc:
+            raise WeightSyncError(f"a rollout worker is gone and could not be restarted: {exc}") from exc
+    raise WeightSyncError(
+        f"rollout workers were not ready within {timeout_s:g} s (is a node with their resources alive?)"
+    )
 
 
 def sync_weights(workers: Sequence[Any], ref: WeightsRef, timeout_s: float) -> None:

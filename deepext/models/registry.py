@@ -139,7 +139,7 @@ def import_gguf(
             return _view(existing), False
         _check_name_free(session, name)
 
-    progress(f"converting {source.path.name} to {dtype} (about 20 s for 135M parameters)")
+    progress(f"converting {source.path.name} to {dtype} (about 6 s for 135M parameters)")
     platform.settings.home.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".gguf-import-", dir=platform.settings.home) as tmp:
         result = convert_gguf(source, Path(tmp) / "model", dtype=dtype, quiet=True)

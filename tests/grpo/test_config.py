@@ -43,6 +43,8 @@ def test_a_minimal_config_gets_sensible_defaults() -> None:
         (with_(data={"path": "a.jsonl", "dataset": "p/d@1"}), "data"),
         (with_(model={"path": "x", "lora": {"rank": 0}}), "model.lora.rank"),
         (with_(resources={"num_learners": 0}), "resources.num_learners"),
+        (with_(resources={"rollout_resources": {"GPU": 1}}), "resources.rollout_resources"),
+        (with_(resources={"learner_resources": {"trainer_node": 0}}), "resources.learner_resources"),
         (with_(sampling={"group_sise": 4}), "sampling.group_sise"),
         ({**BASE, "rewards": []}, "rewards"),
     ],
@@ -69,3 +71,18 @@ def test_yaml_file_errors_name_the_file(tmp_path: Path) -> None:
     path.write_text("model: [unclosed\n")
     with pytest.raises(InvalidInput, match=r"run\.yaml"):
         load_config(path)
+
+
+def test_placement_no_live_node_offers_is_refused_before_anything_starts(
+    ray_session: str, tiny_model: Path, tmp_path: Path
+) -> None:
+    from deepext.grpo.loop import train
+    from tests.grpo.test_learners import run_config
+
+    config = run_config(tiny_model, tmp_path, resources={"rollout_resources": {"rollout_node": 1}})
+    with pytest.raises(
+        InvalidInput, match="no node of the Ray cluster offers 1 of the resource 'rollout_node'"
+    ) as caught:
+        train(config)
+    assert caught.value.field == "resources.rollout_resources"
+    assert not (tmp_path / "run" / "ray").exists()  # no trainer was started

@@ -65,6 +65,26 @@ def test_skipping_zero_advantage_rows_gives_the_same_gradient(tiny_model: Path, 
     torch.testing.assert_close(skipped, full, rtol=1e-5, atol=1e-7 * full.abs().max().item())
 
 
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_gradient_checkpointing_gives_the_same_update(tiny_model: Path, lora: bool) -> None:
+    config = learner_config(tiny_model, kl_coef=0.05)  # with LoRA the KL reference is the adapter switched off
+    if lora:
+        config["model"]["lora"] = {"rank": 4, "alpha": 8}
+    updates = []
+    for checkpointing in (False, True):
+        grpo = parse_config({**config, "model": {**config["model"], "gradient_checkpointing": checkpointing}})
+        torch.manual_seed(0)  # the same LoRA initialization both times
+        learner = PolicyLearner(grpo, device=torch.device("cpu"), total_steps=1)
+        assert learner.model.is_gradient_checkpointing is checkpointing
+        batch = fixed_batch()
+        learner.learn(batch, num_tokens=batch.num_tokens, num_seqs=batch.size)
+        updates.append((flat_gradients(learner.model), flat_parameters(learner.model)))
+    (plain_grad, plain_params), (checkpointed_grad, checkpointed_params) = updates
+    assert plain_grad.abs().max().item() > 0
+    torch.testing.assert_close(checkpointed_grad, plain_grad, rtol=1e-5, atol=1e-6 * plain_grad.abs().max().item())
+    torch.testing.assert_close(checkpointed_params, plain_params)
+
+
 def learn_once(loop_config: dict[str, Any]) -> None:
     """A Ray Train worker: one update on its shard of the fixed batch; rank 0 saves the weights."""
     import ray.train

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from deepext.grpo.rollout import RolloutWorker
-from deepext.grpo.weight_sync import WeightSyncError, materialize_weights, publish_weights, rollout_state_dict
+from deepext.grpo.weight_sync import (
+    WeightSyncError,
+    materialize_weights,
+    new_copies_folder,
+    publish_weights,
+    rollout_state_dict,
+    wait_until_ready,
+)
 
 PROMPTS = [[1, 17, 42, 99, 7], [1, 300, 301, 302], [5, 6, 7, 8, 9, 10, 11]]
 NEW_TOKENS = 12
@@ -86,7 +99,26 @@ def test_missing_weights_fail_loudly(tmp_path: Path) -> None:
     from deepext.grpo.weight_sync import WeightsRef
 
     with pytest.raises(WeightSyncError, match="v3"):
-        materialize_weights(WeightsRef(str(tmp_path / "gone"), 3, "node"))
+        materialize_weights(WeightsRef(str(tmp_path / "gone"), 3, "node"), tmp_path / "copies")
+
+
+def test_weights_from_a_learner_on_another_node_come_through_the_object_store(ray_session: str, tmp_path: Path) -> None:
+    import ray
+    from safetensors.torch import load_file
+
+    from deepext.grpo.weight_sync import WEIGHTS_FILE, WeightsRef
+
+    copies = tmp_path / "copies"
+    for version in (1, 2):
+        ref = publish_weights({"w": torch.full((3,), float(version))}, version, tmp_path / "learner")
+        sent = WeightsRef(ref.path, version, "another-node", ray.put((Path(ref.path) / WEIGHTS_FILE).read_bytes()))
+        folder = materialize_weights(sent, copies)
+        assert folder == copies / f"v{version}"
+        assert torch.equal(load_file(folder / WEIGHTS_FILE)["w"], torch.full((3,), float(version)))
+    assert [p.name for p in copies.iterdir()] == ["v2"]  # an older copy is dropped
+    # on the learner's own node the learner's folder is read directly, whatever else was sent
+    here = WeightsRef(ref.path, 2, ray.get_runtime_context().get_node_id(), sent.data)
+    assert materialize_weights(here, copies) == Path(ref.path)
 
 
 @pytest.mark.slow
@@ -100,3 +132,53 @@ def test_a_step_larger_than_one_prefill_budget_samples(worker: RolloutWorker) ->
     assert all(
         len(g.completions) == 8 and all(len(c.logprobs) == len(c.token_ids) for c in g.completions) for g in groups
     )
+
+
+class SlowToRestart:
+    """Stands in for a rollout worker: its first start is quick, a restart takes as long as an engine's."""
+
+    def __init__(self, marker: str) -> None:
+        if Path(marker).exists():
+            time.sleep(2)
+        Path(marker).touch()
+
+    def ready(self) -> dict[str, Any]:
+        return {"version": 0, "pid": os.getpid()}
+
+
+def test_a_restarting_rollout_worker_is_waited_for_and_a_lost_one_fails_the_run(
+    ray_session: str, tmp_path: Path
+) -> None:
+    import ray
+
+    actor = ray.remote(SlowToRestart).options(max_restarts=1, num_cpus=0).remote(str(tmp_path / "started"))
+    first = ray.get(actor.ready.remote(), timeout=60)["pid"]
+    os.kill(first, signal.SIGKILL)
+    [state] = wait_until_ready([actor], timeout_s=60)  # through "the actor is restarting"
+    assert state["pid"] != first
+    os.kill(state["pid"], signal.SIGKILL)  # no restarts left
+    with pytest.raises(WeightSyncError, match="gone and could not be restarted"):
+        wait_until_ready([actor], timeout_s=60)
+
+    unplaceable = ray.remote(SlowToRestart).options(num_cpus=0, resources={"no_such_node": 1}).remote("unused")
+    with pytest.raises(WeightSyncError, match="not ready within 1 s"):
+        wait_until_ready([unplaceable], timeout_s=1)
+    ray.kill(unplaceable)
+
+
+def test_a_new_copies_folder_removes_those_of_workers_that_are_gone() -> None:
+    from deepext.grpo.weight_sync import shared_memory_base
+
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    gone = shared_memory_base() / f"deepext-weights-{exited.pid}-test"
+    live = shared_memory_base() / f"deepext-weights-{os.getpid()}-test"
+    for folder in (gone, live):
+        (folder / "v3").mkdir(parents=True, exist_ok=True)
+    mine = new_copies_folder()
+    try:
+        assert not gone.exists() and live.exists()  # a killed node's leftovers go; a running worker's stay
+        assert mine.name.startswith(f"deepext-weights-{os.getpid()}-") and mine.is_dir()
+    finally:
+        for folder in (live, mine):
+            shutil.rmtree(folder, ignore_errors=True)

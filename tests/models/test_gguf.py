@@ -97,6 +97,23 @@ def test_header_is_read_and_long_arrays_are_skipped(tmp_path: Path) -> None:
     assert "tokenizer.ggml.token_type" not in header.metadata
 
 
+def test_a_conversion_parses_each_file_once_and_restores_gguf(tmp_path: Path) -> None:
+    import gguf
+
+    from deepext.models.gguf import _gguf_parsed_once
+
+    path = write_gguf(tmp_path / "m.gguf", SAMPLE_METADATA)
+    reader_class, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with _gguf_parsed_once():
+        first = gguf.GGUFReader(path)
+        assert isinstance(first, reader_class) and gguf.GGUFReader(str(path)) is first
+        assert first.fields["general.name"].contents() == "Sample"
+        llama = gguf.MODEL_ARCH.LLAMA
+        assert gguf.get_tensor_name_map(llama, 2) is gguf.get_tensor_name_map(llama, 2)
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader_class, name_map)
+    assert gguf.GGUFReader(path) is not first
+
+
 def test_truncated_and_foreign_files_name_the_file(tmp_path: Path) -> None:
     whole = write_gguf(tmp_path / "whole.gguf", SAMPLE_METADATA).read_bytes()
     cut = tmp_path / "cut.gguf"

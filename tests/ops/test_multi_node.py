@@ -1,0 +1,326 @@
+"""A GRPO run across two Ray nodes on one machine, and what happens when a node dies mid-run.
+
+The test starts a Ray head and a second Ray node as separate `ray start --block` processes, each
+with its own temp dir, ports and a custom resource that marks it: `deepext_learner` on the head,
+`deepext_rollout` on the other node. The run's `resources.learner_resources` and
+`resources.rollout_resources` ask for those, so Ray places the learner (a Ray Train worker) on the
+head and the rollout worker (the vLLM engine) on the second node. The weights then really cross
+nodes: the rollout worker reads them from Ray's object store, not from the learner's folder.
+
+The driver of each run is this module as a script (`python -m tests.ops.test_multi_node ...`),
+connected to the head like any `ray job` driver; after the run it asks Ray's state API on which
+node each actor ran.
+
+1. The same run on one node (the test session's own Ray) and on the two nodes ends with the same
+   per-step rewards and the same weights.
+2. A longer run (6 steps) loses the rollout node after its first checkpoint (SIGKILL to every process of
+   that node), and a replacement node with the same resource joins, as an autoscaler would bring
+   one. Ray restarts the rollout worker there, Ray Train restarts the learner from the checkpoint,
+   the learner brings the new engine to that policy, and the run finishes.
+
+Run: .venv/bin/python -m pytest tests/ops/test_multi_node.py (about three minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.grpo.test_learners import run_config
+
+LEARNER_MARK = "deepext_learner"
+ROLLOUT_MARK = "deepext_rollout"
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER_TOKEN = secrets.token_hex(32)  # Ray's token auth, as a real cluster runs it
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class TwoNodes:
+    """A head and worker nodes, each a `ray start --block` process group of its own."""
+
+    root: Path
+    address: str = ""
+    dashboard: str = ""
+    nodes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    worker_ports: int = 21000
+
+    def start_head(self) -> None:
+        port, dashboard = free_port(), free_port()
+        self.address, self.dashboard = f"127.0.0.1:{port}", f"127.0.0.1:{dashboard}"
+        self._start(
+            "head",
+            [
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dashboard}",
+                f"--ray-client-server-port={free_port()}",
+            ],
+            LEARNER_MARK,
+        )
+
+    def start_worker(self, name: str) -> None:
+        self._start(name, [f"--address={self.address}"], ROLLOUT_MARK)
+
+    def _start(self, name: str, role: list[str], mark: str) -> None:
+        low = self.worker_ports
+        self.worker_ports += 200  # each node its own worker ports, away from the session Ray's 10002-19999
+        command = [
+            str(Path(sys.executable).parent / "ray"), "start", "--block", *role,
+            "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
+            f"--resources={json.dumps({mark: 1})}",
+            f"--temp-dir={self.root / name}", "--disable-usage-stats",
+            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+            f"--min-worker-port={low}", f"--max-worker-port={low + 199}",
+            "--object-store-memory=200000000",
+        ]  # fmt: skip
+        log = (self.root / f"{name}.log").open("wb")
+        self.nodes[name] = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=node_env()
+        )
+        self.wait_for_nodes(sum(process.poll() is None for process in self.nodes.values()))
+
+    def wait_for_nodes(self, count: int, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for name, process in self.nodes.items():
+                if process.poll() not in (None, -signal.SIGKILL):
+                    raise AssertionError(f"ray node {name} exited: {(self.root / f'{name}.log').read_text()[-3000:]}")
+            if self.address and alive_nodes(self.address) == count:
+                return
+            time.sleep(1)
+        raise AssertionError(f"{count} ray nodes did not come up within {timeout_s} s")
+
+    def kill(self, name: str) -> None:
+        """The node dies at once: SIGKILL to its raylet, object store and workers."""
+        os.killpg(self.nodes[name].pid, signal.SIGKILL)
+        self.nodes[name].wait()
+        for pid in node_worker_pids(self.root / name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        for name in reversed(list(self.nodes)):
+            if self.nodes[name].poll() is None:
+                self.kill(name)
+
+
+def node_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["RAY_TRAIN_V2_ENABLED"] = "1"
+    env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN"] = "token", CLUSTER_TOKEN
+    # A dead node is noticed within a few seconds, not the default ~30.
+    env["RAY_health_check_period_ms"] = "1000"
+    env["RAY_health_check_failure_threshold"] = "3"
+    return env
+
+
+def alive_nodes(address: str) -> int:
+    probe = subprocess.run(
+        [sys.executable, "-c", "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR');"
+         "print(sum(1 for n in ray.nodes() if n['Alive']))", address],
+        capture_output=True, text=True, timeout=30, env=node_env(),
+    )  # fmt: skip
+    return int(probe.stdout.strip() or 0) if probe.returncode == 0 else 0
+
+
+def node_worker_pids(temp_dir: Path) -> list[int]:
+    """Processes that still run from this node's temp dir (Ray workers outlive a killed raylet briefly)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                environ = (proc / "environ").read_bytes()
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(temp_dir).encode() in cmdline or str(temp_dir).encode() in environ:
+                pids.append(int(proc.name))
+    return [pid for pid in pids if pid != os.getpid()]
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> Iterator[TwoNodes]:
+    """One cluster for the module; the node-loss test, last, leaves it changed."""
+    # A short root: Ray's unix sockets live under it, and their paths may not exceed 107 bytes.
+    cluster = TwoNodes(Path(tempfile.mkdtemp(prefix="deepext-nodes-", dir="/tmp")))
+    try:
+        cluster.start_head()
+        cluster.start_worker("worker")
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+def placed_config(config: dict[str, Any]) -> dict[str, Any]:
+    resources = {**config["resources"], "learner_resources": {LEARNER_MARK: 1}, "rollout_resources": {ROLLOUT_MARK: 1}}
+    return {**config, "resources": resources}
+
+
+def drive(address: str, config: dict[str, Any], out: Path) -> subprocess.Popen[bytes]:
+    """Start this module as a driver of `config` on the cluster at `address`; it writes `out`."""
+    config_file = out.with_suffix(".config.json")
+    config_file.write_text(json.dumps(config))
+    log = out.with_suffix(".log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.ops.test_multi_node", address, str(config_file), str(out)],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=node_env(),
+    )  # fmt: skip
+
+
+def finished(process: subprocess.Popen[bytes], out: Path, timeout_s: float = 400) -> dict[str, Any]:
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    log = out.with_suffix(".log").read_text(errors="replace")
+    assert process.returncode == 0 and out.exists(), f"driver failed:\n{log[-6000:]}"
+    return dict(json.loads(out.read_text()))
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "final" / "model" / "model.safetensors"))
+
+
+def rewards_by_step(metrics: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    return [(m["step"], m["reward_mean"]) for m in metrics if "reward_mean" in m]
+
+
+def base_config(tiny_model: Path, tmp_path: Path, name: str, **schedule: Any) -> dict[str, Any]:
+    config = run_config(
+        tiny_model,
+        tmp_path,
+        schedule={"steps": 2, "checkpoint_every": 2, **schedule},
+        resources={"learner_cpus": 1, "rollout_cpus": 1, "threads_per_worker": 1, "max_model_len": 128},
+    )
+    return {**config, "output_dir": str(tmp_path / name)}
+
+
+@pytest.mark.slow
+def test_a_run_across_two_nodes_places_learner_and_rollout_apart_and_matches_one_node(
+    ray_session: str, two_nodes: TwoNodes, tiny_model: Path, tmp_path: Path
+) -> None:
+    from deepext.grpo.loop import train
+
+    single = train(base_config(tiny_model, tmp_path, "one-node"), run_id="same")
+
+    config = placed_config(base_config(tiny_model, tmp_path, "two-nodes"))
+    report = finished(drive(two_nodes.address, config, tmp_path / "two-nodes.json"), tmp_path / "two-nodes.json")
+
+    # Ray's own account of where the actors ran
+    [learner_node], [rollout_node] = report["nodes_with"][LEARNER_MARK], report["nodes_with"][ROLLOUT_MARK]
+    assert learner_node != rollout_node
+    assert {a["node_id"] for a in report["actors"]["RayTrainWorker"]} == {learner_node}
+    assert {a["node_id"] for a in report["actors"]["RolloutWorker"]} == {rollout_node}
+    print(f"\nplacement: learner on {learner_node[:12]} (head), rollout worker on {rollout_node[:12]}")
+
+    # the same run, step by step and weight by weight
+    assert rewards_by_step(report["metrics"]) == rewards_by_step(single.metrics)
+    one, two = final_weights(single.output_dir), final_weights(Path(config["output_dir"]))
+    assert one.keys() == two.keys()
+    worst = max((one[k].float() - two[k].float()).abs().max().item() for k in one)
+    assert worst <= 1e-6, f"final weights differ by up to {worst}"
+    start = final_weights_of(tiny_model)
+    assert any(not torch.equal(start[k], two[k]) for k in start if k in two)  # it did train
+
+
+def final_weights_of(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_losing_the_rollout_node_mid_run_recovers_on_a_replacement_node(
+    two_nodes: TwoNodes, tiny_model: Path, tmp_path: Path
+) -> None:
+    from deepext.grpo.metrics import read_metrics
+
+    config = placed_config(base_config(tiny_model, tmp_path, "killed", steps=6))
+    config["resources"]["sync_timeout_s"] = 180
+    out = tmp_path / "killed.json"
+    driver = drive(two_nodes.address, config, out)
+    output = Path(config["output_dir"])
+    deadline = time.monotonic() + 300
+    while not any(m.get("step", 0) >= 3 and "reward_mean" in m for m in read_metrics(output)):
+        assert driver.poll() is None, out.with_suffix(".log").read_text()[-4000:]
+        assert time.monotonic() < deadline, "the run did not reach step 3"
+        time.sleep(0.5)
+    killed_at, seen = time.monotonic(), max(m["step"] for m in read_metrics(output) if "reward_mean" in m)
+    two_nodes.kill("worker")
+    two_nodes.start_worker("replacement")  # waits until Ray counts two nodes again
+
+    report = finished(driver, out)
+    steps = [m["step"] for m in report["metrics"] if "reward_mean" in m]
+    resumed = [m["event/resumed_from_step"] for m in report["metrics"] if "event/resumed_from_step" in m]
+    print(f"\nrollout node killed after step {seen}; resumed from step {resumed}; "
+          f"finished {time.monotonic() - killed_at:.1f} s later")  # fmt: skip
+    # from the newest checkpoint (every 2 steps) before the failure: the engine died during step 4 or 5
+    assert len(resumed) == 1 and resumed[0] in (seen - seen % 2, seen + 1 - (seen + 1) % 2)
+    assert max(steps) == 6 and (output / "final" / "model" / "config.json").exists()
+    # Ray restarted the same rollout actor on the replacement node; the learner stayed on the head
+    [replacement], [killed] = report["nodes_with"][ROLLOUT_MARK], report["dead_nodes"]
+    assert [a["node_id"] for a in report["actors"]["RolloutWorker"]] == [replacement] != [killed]
+    learners = {a["node_id"] for a in report["actors"]["RayTrainWorker"]}
+    assert learners == set(report["nodes_with"][LEARNER_MARK]), (report["actors"], report["nodes_with"], killed)
+
+
+# ---------------------------------------------------------------- the driver (run as a script)
+def main(address: str, config_file: str, out: str) -> None:
+    import ray
+    from ray.util.state import list_actors
+
+    from deepext.grpo.loop import train
+
+    ray.init(address=address, logging_level="ERROR")
+    result = train(json.loads(Path(config_file).read_text()), run_id="multi-node")
+    actors: dict[str, list[dict[str, Any]]] = {"RayTrainWorker": [], "RolloutWorker": []}
+    job = ray.get_runtime_context().get_job_id()
+    for actor in list_actors(address=address, limit=10_000, raise_on_missing_output=False, detail=True):
+        if actor.class_name in actors and actor.job_id == job:
+            actors[actor.class_name].append({"node_id": actor.node_id, "state": actor.state, "pid": actor.pid})
+    nodes = ray.nodes()
+    report = {
+        "metrics": result.metrics,
+        "actors": actors,
+        "nodes_with": {
+            mark: [n["NodeID"] for n in nodes if n["Alive"] and mark in n.get("Resources", {})]
+            for mark in (LEARNER_MARK, ROLLOUT_MARK)
+        },
+        "dead_nodes": [n["NodeID"] for n in nodes if not n["Alive"]],
+    }
+    Path(out).write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
