@@ -66,11 +66,11 @@ def new_copies_folder() -> Path:
 
 def _process_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # another user's process, alive
     return True
 
 

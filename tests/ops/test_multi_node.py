@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,7 @@ class TwoNodes:
     nodes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     worker_ports: int = 21000
 
-    def start_head(self) -> None:
+    def start_head(self, wait: bool = True) -> None:
         port, dashboard = free_port(), free_port()
         self.address, self.dashboard = f"127.0.0.1:{port}", f"127.0.0.1:{dashboard}"
         self._start(
@@ -80,12 +81,13 @@ class TwoNodes:
                 f"--ray-client-server-port={free_port()}",
             ],
             LEARNER_MARK,
+            wait,
         )
 
-    def start_worker(self, name: str) -> None:
-        self._start(name, [f"--address={self.address}"], ROLLOUT_MARK)
+    def start_worker(self, name: str, wait: bool = True) -> None:
+        self._start(name, [f"--address={self.address}"], ROLLOUT_MARK, wait)
 
-    def _start(self, name: str, role: list[str], mark: str) -> None:
+    def _start(self, name: str, role: list[str], mark: str, wait: bool = True) -> None:
         low = self.worker_ports
         self.worker_ports += 200  # each node its own worker ports, away from the session Ray's 10002-19999
         command = [
@@ -103,7 +105,8 @@ class TwoNodes:
         self.nodes[name] = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=node_env()
         )
-        self.wait_for_nodes(sum(process.poll() is None for process in self.nodes.values()))
+        if wait:
+            self.wait_for_nodes(sum(process.poll() is None for process in self.nodes.values()))
 
     def wait_for_nodes(self, count: int, timeout_s: float = 90) -> None:
         deadline = time.monotonic() + timeout_s
@@ -111,9 +114,9 @@ class TwoNodes:
             for name, process in self.nodes.items():
                 if process.poll() not in (None, -signal.SIGKILL):
                     raise AssertionError(f"ray node {name} exited: {(self.root / f'{name}.log').read_text()[-3000:]}")
-            if self.address and alive_nodes(self.address) == count:
+            if self.dashboard and alive_nodes(self.dashboard) == count:
                 return
-            time.sleep(1)
+            time.sleep(0.5)
         raise AssertionError(f"{count} ray nodes did not come up within {timeout_s} s")
 
     def kill(self, name: str) -> None:
@@ -141,13 +144,17 @@ def node_env() -> dict[str, str]:
     return env
 
 
-def alive_nodes(address: str) -> int:
-    probe = subprocess.run(
-        [sys.executable, "-c", "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR');"
-         "print(sum(1 for n in ray.nodes() if n['Alive']))", address],
-        capture_output=True, text=True, timeout=30, env=node_env(),
-    )  # fmt: skip
-    return int(probe.stdout.strip() or 0) if probe.returncode == 0 else 0
+def alive_nodes(dashboard: str) -> int:
+    """Alive nodes as Ray's state API on the head's dashboard counts them (0 while it is not up)."""
+    request = urllib.request.Request(
+        f"http://{dashboard}/api/v0/nodes?limit=100", headers={"Authorization": f"Bearer {CLUSTER_TOKEN}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            nodes = json.load(response)["data"]["result"]["result"]
+    except (OSError, ValueError, KeyError):
+        return 0
+    return sum(1 for node in nodes if node.get("state") == "ALIVE")
 
 
 def node_worker_pids(temp_dir: Path) -> list[int]:
@@ -171,8 +178,8 @@ def two_nodes() -> Iterator[TwoNodes]:
     # A short root: Ray's unix sockets live under it, and their paths may not exceed 107 bytes.
     cluster = TwoNodes(Path(tempfile.mkdtemp(prefix="deepext-nodes-", dir="/tmp")))
     try:
-        cluster.start_head()
-        cluster.start_worker("worker")
+        cluster.start_head(wait=False)
+        cluster.start_worker("worker")  # it waits for the head's GCS, then both count
         yield cluster
     finally:
         cluster.stop()
@@ -232,10 +239,10 @@ def test_a_run_across_two_nodes_places_learner_and_rollout_apart_and_matches_one
 ) -> None:
     from deepext.grpo.loop import train
 
-    single = train(base_config(tiny_model, tmp_path, "one-node"), run_id="same")
-
     config = placed_config(base_config(tiny_model, tmp_path, "two-nodes"))
-    report = finished(drive(two_nodes.address, config, tmp_path / "two-nodes.json"), tmp_path / "two-nodes.json")
+    driver = drive(two_nodes.address, config, tmp_path / "two-nodes.json")
+    single = train(base_config(tiny_model, tmp_path, "one-node"), run_id="same")  # meanwhile, on one node
+    report = finished(driver, tmp_path / "two-nodes.json")
 
     # Ray's own account of where the actors ran
     [learner_node], [rollout_node] = report["nodes_with"][LEARNER_MARK], report["nodes_with"][ROLLOUT_MARK]
@@ -272,9 +279,9 @@ def test_losing_the_rollout_node_mid_run_recovers_on_a_replacement_node(
     driver = drive(two_nodes.address, config, out)
     output = Path(config["output_dir"])
     deadline = time.monotonic() + 300
-    while not any(m.get("step", 0) >= 3 and "reward_mean" in m for m in read_metrics(output)):
+    while not any(m.get("step", 0) >= 2 and "reward_mean" in m for m in read_metrics(output)):
         assert driver.poll() is None, out.with_suffix(".log").read_text()[-4000:]
-        assert time.monotonic() < deadline, "the run did not reach step 3"
+        assert time.monotonic() < deadline, "the run did not reach step 2"
         time.sleep(0.5)
     killed_at, seen = time.monotonic(), max(m["step"] for m in read_metrics(output) if "reward_mean" in m)
     two_nodes.kill("worker")
@@ -285,8 +292,8 @@ def test_losing_the_rollout_node_mid_run_recovers_on_a_replacement_node(
     resumed = [m["event/resumed_from_step"] for m in report["metrics"] if "event/resumed_from_step" in m]
     print(f"\nrollout node killed after step {seen}; resumed from step {resumed}; "
           f"finished {time.monotonic() - killed_at:.1f} s later")  # fmt: skip
-    # from the newest checkpoint (every 2 steps) before the failure: the engine died during step 4 or 5
-    assert len(resumed) == 1 and resumed[0] in (seen - seen % 2, seen + 1 - (seen + 1) % 2)
+    # from the newest checkpoint (every 2 steps) before the engine died, a step or two after `seen`
+    assert len(resumed) == 1 and resumed[0] % 2 == 0 and seen - 1 <= resumed[0] <= seen + 2
     assert max(steps) == 6 and (output / "final" / "model" / "config.json").exists()
     # Ray restarted the same rollout actor on the replacement node; the learner stayed on the head
     [replacement], [killed] = report["nodes_with"][ROLLOUT_MARK], report["dead_nodes"]
