@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from deepext.grpo.weight_sync import WeightsRef, materialize_weights, new_copies_folder
+from deepext.grpo.weight_sync import WeightsRef, current_node_id, materialize_weights, new_copies_folder
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,7 @@ class RolloutWorker:
         self.start_seconds = time.perf_counter() - started
 
     def ready(self) -> dict[str, Any]:
-        import ray
-
-        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+        node = current_node_id()
         return {"version": self.version, "start_seconds": self.start_seconds, "pid": os.getpid(), "node_id": node}
 
     def generate(

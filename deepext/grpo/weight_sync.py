@@ -90,7 +90,7 @@ def publish_weights(state_dict: dict[str, torch.Tensor], version: int, root: Pat
     for old in root.glob("v*"):
         if old.name[1:].isdigit() and int(old.name[1:]) <= version - _KEEP_VERSIONS:
             shutil.rmtree(old, ignore_errors=True)
-    node_id = _current_node_id()
+    node_id = current_node_id()
     data = None
     if ray.is_initialized() and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
         data = ray.put((folder / WEIGHTS_FILE).read_bytes())
@@ -102,7 +102,7 @@ def materialize_weights(ref: WeightsRef, copies: Path) -> Path:
     runs on this node, else a copy from the object store written under `copies` (older copies
     there are dropped)."""
     folder = Path(ref.path)
-    here = _current_node_id()
+    here = current_node_id()
     if ref.node_id in (here, "local") or ref.data is None:
         if not (folder / WEIGHTS_FILE).exists():
             raise WeightSyncError(
@@ -120,7 +120,8 @@ def materialize_weights(ref: WeightsRef, copies: Path) -> Path:
     return local
 
 
-def _current_node_id() -> str:
+def current_node_id() -> str:
+    """The Ray node this process runs on ("local" outside Ray)."""
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"

@@ -213,10 +213,10 @@ def finished(process: subprocess.Popen[bytes], out: Path, timeout_s: float = 400
     return dict(json.loads(out.read_text()))
 
 
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    return load_file(str(run_dir / "final" / "model" / "model.safetensors"))
+    return load_file(str(model_dir / "model.safetensors"))
 
 
 def rewards_by_step(metrics: list[dict[str, Any]]) -> list[tuple[int, float]]:
@@ -253,18 +253,12 @@ def test_a_run_across_two_nodes_places_learner_and_rollout_apart_and_matches_one
 
     # the same run, step by step and weight by weight
     assert rewards_by_step(report["metrics"]) == rewards_by_step(single.metrics)
-    one, two = final_weights(single.output_dir), final_weights(Path(config["output_dir"]))
+    one, two = weights(single.model_dir), weights(Path(config["output_dir"]) / "final" / "model")
     assert one.keys() == two.keys()
     worst = max((one[k].float() - two[k].float()).abs().max().item() for k in one)
     assert worst <= 1e-6, f"final weights differ by up to {worst}"
-    start = final_weights_of(tiny_model)
+    start = weights(tiny_model)
     assert any(not torch.equal(start[k], two[k]) for k in start if k in two)  # it did train
-
-
-def final_weights_of(model_dir: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(model_dir / "model.safetensors"))
 
 
 @pytest.mark.slow
