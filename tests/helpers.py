@@ -83,3 +83,16 @@ def lab_platform(tmp_path: Path, database_url: str, ray_jobs_url: str, *projects
         for name in projects:
             create_project(session, name=name, actor="test")
     return platform
+
+
+def ray_holders() -> str:
+    """Who holds the local Ray's resources now (free CPUs, live actors, placement groups): the message
+    of an assertion that waited for resources, so a leak shows where it came from."""
+    import ray
+    from ray.util.state import list_actors, list_placement_groups
+
+    actors = [f"{a.class_name} (job {a.job_id})" for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)]
+    groups = [f"{g.placement_group_id[:8]} {g.state} (job {g.creator_job_id})"
+              for g in list_placement_groups(limit=1000) if g.state != "REMOVED"]  # fmt: skip
+    return (f"free {ray.available_resources()} of {ray.cluster_resources()}; "
+            f"actors: {', '.join(actors) or 'none'}; placement groups: {', '.join(groups) or 'none'}")  # fmt: skip

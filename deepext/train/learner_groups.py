@@ -37,3 +37,28 @@ def release_learner_group(output: Path) -> bool:
         return False
     ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id))))
     return True
+
+
+def release_job_leftovers() -> list[str]:
+    """In a sweep's driver once Tune is done: end the Ray Train controllers of this job still alive
+    and remove its placement groups still there; what was ended, for the log.
+
+    A trial that Tune stops while its controller is restarting its workers can leave a controller and
+    a fresh group behind, holding CPUs until the job's driver has exited. A job is marked done
+    before its driver exits, so the next job could be admitted onto CPUs that are not free yet."""
+    import ray
+    from ray.util.placement_group import PlacementGroup
+    from ray.util.state import list_actors, list_placement_groups
+
+    job = ray.get_runtime_context().get_job_id()
+    ended = []
+    alive = [("job_id", "=", job), ("class_name", "=", "TrainController"), ("state", "=", "ALIVE")]
+    for actor in list_actors(filters=alive):
+        # ray.kill wants a handle, which only the actor's creator has; this is what it calls.
+        ray._private.worker.global_worker.core_worker.kill_actor(ray.ActorID.from_hex(actor.actor_id), True)
+        ended.append(f"controller {actor.actor_id}")
+    for group in list_placement_groups(filters=[("creator_job_id", "=", job)], limit=10_000):
+        if group.state != "REMOVED":
+            ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group.placement_group_id)))
+            ended.append(f"placement group {group.placement_group_id}")
+    return ended

@@ -28,6 +28,7 @@ base config that takes the domain's values.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import queue
 import shutil
@@ -39,8 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ray.tune import Callback
 
 from deepext.errors import InvalidInput, invalid_config
-from deepext.train.learner_groups import release_learner_group
+from deepext.train.learner_groups import release_job_leftovers, release_learner_group
 from deepext.train.trials import record_trial
+
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -211,6 +214,8 @@ def run_sweep(ctx: Any, attempt: int) -> None:
         run_config=tune.RunConfig(name="sweep", storage_path=str(output / "tune"), callbacks=[recorder], verbose=0),
     )
     results = tuner.fit()
+    for what in release_job_leftovers():
+        log.warning("sweep %s: ended %s, left by a stopped trial", ctx.job_id, what)
     best = best_finished([results[i] for i in range(len(results))], sweep, output / "trials")
     best_id = str(best.metrics["trial_id"])
     best_run = output / "trials" / best_id / "run" / "final"

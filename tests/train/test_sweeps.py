@@ -15,7 +15,7 @@ import pytest
 from deepext.errors import InvalidInput
 from deepext.platform import Platform
 from deepext.train import submit_job
-from tests.helpers import lab_platform, scheduler_running
+from tests.helpers import lab_platform, ray_holders, scheduler_running
 
 
 def grpo_base(model: Path, prompts: Path) -> dict[str, Any]:
@@ -156,6 +156,14 @@ def test_asha_stops_a_poor_trial_the_best_is_registered_and_the_sweep_outlives_a
     assert winner in finished and winner.metrics["reward_mean"] == max(t.metrics["reward_mean"] for t in finished)
     assert winner.config["sampling.max_new_tokens"] == 2
 
+    # Nothing of the sweep holds the cluster's CPUs once its job has ended (the next job needs them).
+    import ray
+
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"], ray_holders()
+
 
 @pytest.mark.slow
 def test_the_learners_group_of_an_ended_trial_is_released(ray_session: str, tmp_path: Path) -> None:
@@ -178,6 +186,37 @@ def test_the_learners_group_of_an_ended_trial_is_released(ray_session: str, tmp_
     assert placement_group_table(group)["state"] == "REMOVED"
     assert release_learner_group(tmp_path) is False  # already gone: nothing to do
     assert release_learner_group(tmp_path / "never-started") is False  # no group recorded
+
+
+class TrainController:
+    """Named as Ray Train's controller is, which is how the sweep's driver finds one."""
+
+    def ping(self) -> str:
+        return "alive"
+
+
+@pytest.mark.slow
+def test_a_sweep_ends_the_controllers_and_groups_its_stopped_trials_left(ray_session: str) -> None:
+    """What a stopped trial can leave behind while its controller restarts its workers (a Ray Train
+    controller, a fresh placement group) is ended by the sweep's driver once Tune is done."""
+    import ray
+    from ray.util.placement_group import placement_group, placement_group_table
+
+    from deepext.train.learner_groups import release_job_leftovers
+
+    controller = ray.remote(num_cpus=0)(TrainController).remote()
+    assert ray.get(controller.ping.remote(), timeout=60) == "alive"
+    group = placement_group([{"CPU": 0.1}])
+    ray.get(group.ready(), timeout=60)
+
+    ended = release_job_leftovers()
+    assert f"controller {controller._actor_id.hex()}" in ended and f"placement group {group.id.hex()}" in ended
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(controller.ping.remote(), timeout=60)
+    deadline = time.monotonic() + 30
+    while placement_group_table(group)["state"] != "REMOVED" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert placement_group_table(group)["state"] == "REMOVED"
 
 
 def test_the_cli_queues_shows_and_stops_a_sweep(

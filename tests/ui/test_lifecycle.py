@@ -20,7 +20,7 @@ import pytest
 
 from deepext.config import Settings
 from deepext.platform import Platform
-from tests.helpers import scheduler_running
+from tests.helpers import ray_holders, scheduler_running
 from tests.ui.conftest import Ui, serving_ui
 from tests.ui.test_browser import expect_text, log_in, open_tab
 
@@ -109,7 +109,10 @@ def test_grpo_from_the_browser_to_a_streamed_chat_with_its_model(page: Any, ui: 
     expect_text(page, "#training-status", r"Job #\d+ \(grpo\) is queued")
 
     # The job page opens and follows the job: its points arrive while it runs, then it succeeds.
-    expect(page.locator("#job-header")).to_contain_text("running", timeout=JOB_TIMEOUT)
+    try:
+        expect(page.locator("#job-header")).to_contain_text("running", timeout=JOB_TIMEOUT)
+    except AssertionError as exc:  # a job left queued: say what holds the CPUs it waits for
+        raise AssertionError(f"{exc}\nRay now: {ray_holders()}") from None
     logged_while_running: set[int] = set()
     for _ in range(JOB_TIMEOUT // 500):
         header, latest = page.locator("#job-header").inner_text(), page.locator("#job-latest").inner_text()
