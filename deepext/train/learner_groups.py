@@ -52,10 +52,16 @@ def release_job_leftovers() -> list[str]:
 
     job = ray.get_runtime_context().get_job_id()
     ended = []
-    alive = [("job_id", "=", job), ("class_name", "=", "TrainController"), ("state", "=", "ALIVE")]
+    alive: list[tuple[str, str, str | bool | int | float]] = [
+        ("job_id", "=", job),
+        ("class_name", "=", "TrainController"),
+        ("state", "=", "ALIVE"),
+    ]
     for actor in list_actors(filters=alive):
         # ray.kill wants a handle, which only the actor's creator has; this is what it calls.
-        ray._private.worker.global_worker.core_worker.kill_actor(ray.ActorID.from_hex(actor.actor_id), True)
+        ray._private.worker.global_worker.core_worker.kill_actor(  # type: ignore[attr-defined]
+            ray.ActorID.from_hex(actor.actor_id), True
+        )
         ended.append(f"controller {actor.actor_id}")
     for group in list_placement_groups(filters=[("creator_job_id", "=", job)], limit=10_000):
         if group.state != "REMOVED":
