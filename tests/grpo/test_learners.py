@@ -207,10 +207,10 @@ def test_a_lora_run_with_kl_and_two_learners_runs_and_resumes(
     assert merged.config.model_type == "qwen2"
     assert list((result.output_dir / "tensorboard").glob("events.out.tfevents.*"))
 
-    resumed = train({**config, "schedule": {**config["schedule"], "steps": 5}}, run_id="lora", resume=True)
+    resumed = train({**config, "schedule": {**config["schedule"], "steps": 4}}, run_id="lora", resume=True)
     restarted = [m for m in resumed.metrics if "event/resumed_from_step" in m]
     assert restarted and restarted[-1]["event/resumed_from_step"] == 3
-    assert [m["step"] for m in resumed.metrics if "reward_mean" in m][-2:] == [4, 5]
+    assert [m["step"] for m in resumed.metrics if "reward_mean" in m][-2:] == [3, 4]
 
 
 @pytest.mark.slow
