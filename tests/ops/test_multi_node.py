@@ -15,8 +15,10 @@ node each actor ran.
    per-step rewards and the same weights.
 2. A longer run (6 steps) loses the rollout node after its first checkpoint (SIGKILL to every process of
    that node), and a replacement node with the same resource joins, as an autoscaler would bring
-   one. Ray restarts the rollout worker there, Ray Train restarts the learner from the checkpoint,
-   the learner brings the new engine to that policy, and the run finishes.
+   one. A reward holds the third step's scoring until the node is gone, so the loss lands mid-run
+   however slowly the test process gets to notice the checkpoint. Ray restarts the rollout worker
+   there, Ray Train restarts the learner from the checkpoint, the learner brings the new engine to
+   that policy, and the run finishes.
 
 Run: .venv/bin/python -m pytest tests/ops/test_multi_node.py (about three minutes on 2 cores).
 """
@@ -267,19 +269,25 @@ def test_losing_the_rollout_node_mid_run_recovers_on_a_replacement_node(
 ) -> None:
     from deepext.grpo.metrics import read_metrics
 
+    gate = tmp_path / "gate"
+    gate.mkdir()
     config = placed_config(base_config(tiny_model, tmp_path, "killed", steps=6))
+    config["rewards"].append({"name": "tests.ops.test_multi_node:held_on_third_call", "params": {"gate": str(gate)}})
     config["resources"]["sync_timeout_s"] = 180
     out = tmp_path / "killed.json"
     driver = drive(two_nodes.address, config, out)
     output = Path(config["output_dir"])
     deadline = time.monotonic() + 300
-    while not any(m.get("step", 0) >= 2 and "reward_mean" in m for m in read_metrics(output)):
-        assert driver.poll() is None, out.with_suffix(".log").read_text()[-4000:]
-        assert time.monotonic() < deadline, "the run did not reach step 2"
-        time.sleep(0.5)
-    killed_at, seen = time.monotonic(), max(m["step"] for m in read_metrics(output) if "reward_mean" in m)
-    two_nodes.kill("worker")
-    two_nodes.start_worker("replacement")  # waits until Ray counts two nodes again
+    try:
+        while not (gate / "held").exists():  # step 3 is scoring; steps 1-2 and their checkpoint are done
+            assert driver.poll() is None, out.with_suffix(".log").read_text()[-4000:]
+            assert time.monotonic() < deadline, "the run did not reach step 3"
+            time.sleep(0.2)
+        killed_at, seen = time.monotonic(), max(m["step"] for m in read_metrics(output) if "reward_mean" in m)
+        two_nodes.kill("worker")
+        two_nodes.start_worker("replacement")  # waits until Ray counts two nodes again
+    finally:
+        (gate / "released").touch()
 
     report = finished(driver, out)
     steps = [m["step"] for m in report["metrics"] if "reward_mean" in m]
@@ -294,6 +302,21 @@ def test_losing_the_rollout_node_mid_run_recovers_on_a_replacement_node(
     assert [a["node_id"] for a in report["actors"]["RolloutWorker"]] == [replacement] != [killed]
     learners = {a["node_id"] for a in report["actors"]["RayTrainWorker"]}
     assert learners == set(report["nodes_with"][LEARNER_MARK]), (report["actors"], report["nodes_with"], killed)
+
+
+def held_on_third_call(
+    prompts: list[str], completions: list[str], rows: list[dict[str, Any]], gate: str
+) -> list[float]:
+    """A reward of 0 that, on its third call, says so (`gate/held`) and waits for `gate/released`."""
+    folder = Path(gate)
+    calls = len(list(folder.glob("call-*"))) + 1
+    (folder / f"call-{calls}").touch()
+    if calls == 3:
+        (folder / "held").touch()
+        deadline = time.monotonic() + 300
+        while not (folder / "released").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return [0.0] * len(completions)
 
 
 # ---------------------------------------------------------------- the driver (run as a script)
