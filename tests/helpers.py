@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -29,6 +30,14 @@ def invoke_cli(platform: Platform, monkeypatch: pytest.MonkeyPatch, *args: str) 
     finally:
         get_settings.cache_clear()
     return result.exit_code, result.output
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
 
 
 def free_port() -> int:
@@ -96,3 +105,33 @@ def ray_holders() -> str:
               for g in list_placement_groups(limit=1000) if g.state != "REMOVED"]  # fmt: skip
     return (f"free {ray.available_resources()} of {ray.cluster_resources()}; "
             f"actors: {', '.join(actors) or 'none'}; placement groups: {', '.join(groups) or 'none'}")  # fmt: skip
+
+
+def held_on_call(
+    prompts: list[str], completions: list[str], rows: list[dict[str, Any]], gate: str, call: int = 3
+) -> list[float]:
+    """A GRPO reward of 0 that holds its `call`-th call (step `call`'s scoring) until the test says so.
+
+    It touches `gate/held` and waits for `gate/released` (5 minutes at most), so a test can act at a
+    known point of a run - after the step before's checkpoint - however slowly it polls. Name it in a
+    config as `tests.helpers:held_on_call` with `params: {gate: DIR}`."""
+    folder = Path(gate)
+    calls = len(list(folder.glob("call-*"))) + 1
+    (folder / f"call-{calls}").touch()
+    if calls == call:
+        (folder / "held").touch()
+        deadline = time.monotonic() + 300
+        while not (folder / "released").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return [0.0] * len(completions)
+
+
+def registered_checkpoints(output: Path) -> int:
+    """Checkpoints Ray Train's controller has registered for the GRPO run writing to `output`: it
+    snapshots its state on each. A learner killed before that restarts from the one before."""
+    for snapshot in output.glob("ray/*/checkpoint_manager_snapshot.json"):
+        try:
+            return len(json.loads(snapshot.read_text())["checkpoint_results"])
+        except (OSError, ValueError, KeyError):
+            return 0
+    return 0

@@ -16,6 +16,7 @@ import torch
 from deepext.grpo.batch import LearnerBatch, SampledSequence, build_batch
 from deepext.grpo.config import parse_config
 from deepext.grpo.learner import PolicyLearner
+from tests.helpers import registered_checkpoints, wait_until
 
 
 def fixed_batch(vocab: int = 400, rows: int = 6) -> LearnerBatch:
@@ -218,12 +219,13 @@ def test_a_killed_learner_is_restarted_and_the_run_finishes_from_its_checkpoint(
     ray_session: None, tiny_model: Path, tmp_path: Path
 ) -> None:
     from deepext.grpo.loop import train
-    from deepext.grpo.metrics import read_metrics
 
+    gate = tmp_path / "gate"
+    gate.mkdir()
     config = run_config(
         tiny_model,
         tmp_path,
-        schedule={"steps": 8, "checkpoint_every": 2},
+        schedule={"steps": 4, "checkpoint_every": 2},
         resources={
             "learner_cpus": 1,
             "rollout_cpus": 1,
@@ -232,24 +234,28 @@ def test_a_killed_learner_is_restarted_and_the_run_finishes_from_its_checkpoint(
             "max_failures": 1,
         },
     )
+    # held in step 4's scoring: step 2 is checkpointed and the rollout worker already holds step 3's policy
+    held = {"gate": str(gate), "call": 4}
+    config["rewards"].append({"name": "tests.helpers:held_on_call", "params": held})
     output = Path(config["output_dir"])
     outcome: dict[str, Any] = {}
     runner = threading.Thread(target=lambda: outcome.update(result=train(config, run_id="fault")))
     runner.start()
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        done = [m["step"] for m in read_metrics(output) if "reward_mean" in m]
-        if done and done[-1] >= 4:
-            break
-        time.sleep(0.5)
-    time.sleep(3)  # let Ray Train register the step-4 checkpoint before the learner dies
-    victim = int((output / "learner-0.pid").read_text())
-    os.kill(victim, signal.SIGKILL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (gate / "held").exists():
+            assert runner.is_alive() and time.monotonic() < deadline, "the run did not reach step 4"
+            time.sleep(0.2)
+        wait_until(lambda: registered_checkpoints(output) == 1, 60, "Ray Train to register step 2's checkpoint")
+        victim = int((output / "learner-0.pid").read_text())
+        os.kill(victim, signal.SIGKILL)
+    finally:
+        (gate / "released").touch()
     runner.join(timeout=600)
     assert "result" in outcome, "the run did not finish after the learner was killed"
     metrics = outcome["result"].metrics
     assert int((output / "learner-0.pid").read_text()) != victim  # a new learner process took over
     resumed = [m["event/resumed_from_step"] for m in metrics if "event/resumed_from_step" in m]
-    assert resumed and resumed[0] in (4, 6)
-    assert max(m["step"] for m in metrics if "reward_mean" in m) == 8
+    assert resumed == [2]
+    assert max(m["step"] for m in metrics if "reward_mean" in m) == 4
     assert (outcome["result"].model_dir / "config.json").exists()

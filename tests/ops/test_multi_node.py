@@ -47,6 +47,7 @@ import pytest
 import torch
 
 from tests.grpo.test_learners import run_config
+from tests.helpers import registered_checkpoints, wait_until
 
 LEARNER_MARK = "deepext_learner"
 ROLLOUT_MARK = "deepext_rollout"
@@ -246,7 +247,7 @@ def test_a_two_node_run_matches_one_node_and_recovers_from_losing_its_rollout_no
     gate = tmp_path / "gate"
     gate.mkdir()
     config = placed_config(base_config(tiny_model, tmp_path, "two-nodes", steps=4))
-    config["rewards"].append({"name": "tests.ops.test_multi_node:held_on_third_call", "params": {"gate": str(gate)}})
+    config["rewards"].append({"name": "tests.helpers:held_on_call", "params": {"gate": str(gate)}})
     config["resources"]["sync_timeout_s"] = 180
     out = tmp_path / "two-nodes.json"
     driver = drive(two_nodes.address, config, out)
@@ -258,6 +259,7 @@ def test_a_two_node_run_matches_one_node_and_recovers_from_losing_its_rollout_no
             assert driver.poll() is None, out.with_suffix(".log").read_text()[-4000:]
             assert time.monotonic() < deadline, "the run did not reach step 3"
             time.sleep(0.2)
+        wait_until(lambda: registered_checkpoints(output) == 1, 60, "Ray Train to register step 2's checkpoint")
         killed_at, before = time.monotonic(), read_metrics(output)
         [checkpoint] = output.glob("ray/*/checkpoint_*/policy")  # step 2's, the only one so far
         nodes = alive_nodes(two_nodes.dashboard)
@@ -294,21 +296,6 @@ def test_a_two_node_run_matches_one_node_and_recovers_from_losing_its_rollout_no
     assert [a["node_id"] for a in report["actors"]["RolloutWorker"]] == [replacement]
     print(f"placement: learner on {learner_node[:12]} (head), rollout worker on {rollout_node[:12]}, "
           f"then on {replacement[:12]}")  # fmt: skip
-
-
-def held_on_third_call(
-    prompts: list[str], completions: list[str], rows: list[dict[str, Any]], gate: str
-) -> list[float]:
-    """A reward of 0 that, on its third call, says so (`gate/held`) and waits for `gate/released`."""
-    folder = Path(gate)
-    calls = len(list(folder.glob("call-*"))) + 1
-    (folder / f"call-{calls}").touch()
-    if calls == 3:
-        (folder / "held").touch()
-        deadline = time.monotonic() + 300
-        while not (folder / "released").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-    return [0.0] * len(completions)
 
 
 # ---------------------------------------------------------------- the driver (run as a script)

@@ -26,7 +26,7 @@ from deepext.train import get_job, job_events, job_metrics, submit_job, wait_for
 from deepext.train.ray_jobs import RayJobs
 from deepext.train.scheduler import Scheduler
 from deepext.train.service import cancel_job
-from tests.helpers import invoke_cli, scheduler_running
+from tests.helpers import invoke_cli, scheduler_running, wait_until
 
 pytestmark = pytest.mark.slow
 SCRIPTS = Path(__file__).with_name("scripts")
@@ -76,14 +76,6 @@ def running_pid(platform: Platform, job_id: int) -> int:
     match = re.search(r"pid (\d+)", event.reason)
     assert match, event.reason
     return int(match.group(1))
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
 
 
 # ---------------------------------------------------------------- to a model version
