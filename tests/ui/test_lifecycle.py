@@ -145,12 +145,12 @@ def test_grpo_from_the_browser_to_a_streamed_chat_with_its_model(page: Any, ui: 
     fill_number(deploy, "Max model length", 1024)
     page.locator("#deploy-button").click()
     expect_text(page, "#models-status", r"p/chat.*browser-grpo@1.*deploying")
-    for _ in range(DEPLOY_TIMEOUT // 5000):
+    for _ in range(DEPLOY_TIMEOUT // 2000):
         page.get_by_role("button", name="Reload deployments", exact=True).click()
         text = page.locator("#deployments-table").inner_text()
         if "running" in text or "failed" in text:
             break
-        page.wait_for_timeout(5000)
+        page.wait_for_timeout(2000)
     expect_text(page, "#deployments-table", r"running")
     ui.shot(page, "23-models-deployed")
 
