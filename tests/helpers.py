@@ -126,6 +126,12 @@ def held_on_call(
     return [0.0] * len(completions)
 
 
+def wait_until_held(gate: Path, running: Any, timeout: float = 300) -> bool:
+    """Wait until a run reaches `held_on_call`'s hold; False if `running()` says it ended first."""
+    wait_until(lambda: (gate / "held").exists() or not running(), timeout, f"the run to reach its hold in {gate}")
+    return (gate / "held").exists()
+
+
 def registered_checkpoints(output: Path) -> int:
     """Checkpoints Ray Train's controller has registered for the GRPO run writing to `output`: it
     snapshots its state on each. A learner killed before that restarts from the one before."""

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import torch
 from deepext.grpo.batch import LearnerBatch, SampledSequence, build_batch
 from deepext.grpo.config import parse_config
 from deepext.grpo.learner import PolicyLearner
-from tests.helpers import registered_checkpoints, wait_until
+from tests.helpers import registered_checkpoints, wait_until, wait_until_held
 
 
 def fixed_batch(vocab: int = 400, rows: int = 6) -> LearnerBatch:
@@ -242,10 +241,7 @@ def test_a_killed_learner_is_restarted_and_the_run_finishes_from_its_checkpoint(
     runner = threading.Thread(target=lambda: outcome.update(result=train(config, run_id="fault")))
     runner.start()
     try:
-        deadline = time.monotonic() + 300
-        while not (gate / "held").exists():
-            assert runner.is_alive() and time.monotonic() < deadline, "the run did not reach step 4"
-            time.sleep(0.2)
+        assert wait_until_held(gate, runner.is_alive), "the run ended before step 4"
         wait_until(lambda: registered_checkpoints(output) == 1, 60, "Ray Train to register step 2's checkpoint")
         victim = int((output / "learner-0.pid").read_text())
         os.kill(victim, signal.SIGKILL)

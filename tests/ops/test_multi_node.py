@@ -47,7 +47,7 @@ import pytest
 import torch
 
 from tests.grpo.test_learners import run_config
-from tests.helpers import registered_checkpoints, wait_until
+from tests.helpers import registered_checkpoints, wait_until, wait_until_held
 
 LEARNER_MARK = "deepext_learner"
 ROLLOUT_MARK = "deepext_rollout"
@@ -254,11 +254,8 @@ def test_a_two_node_run_matches_one_node_and_recovers_from_losing_its_rollout_no
     output = Path(config["output_dir"])
     try:
         single = train(base_config(tiny_model, tmp_path, "one-node"), run_id="same")  # meanwhile, on one node
-        deadline = time.monotonic() + 300
-        while not (gate / "held").exists():  # step 3 is scoring; steps 1-2 and their checkpoint are done
-            assert driver.poll() is None, out.with_suffix(".log").read_text()[-4000:]
-            assert time.monotonic() < deadline, "the run did not reach step 3"
-            time.sleep(0.2)
+        # held in step 3's scoring: steps 1-2 and their checkpoint are done
+        assert wait_until_held(gate, lambda: driver.poll() is None), out.with_suffix(".log").read_text()[-4000:]
         wait_until(lambda: registered_checkpoints(output) == 1, 60, "Ray Train to register step 2's checkpoint")
         killed_at, before = time.monotonic(), read_metrics(output)
         [checkpoint] = output.glob("ray/*/checkpoint_*/policy")  # step 2's, the only one so far
