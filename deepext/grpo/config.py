@@ -139,7 +139,15 @@ class ResourceSettings(_Strict):
         "learning take turns, so on one CPU machine set it to the core count and each phase uses every core.",
     )
     max_model_len: int = Field(1024, ge=16)
-    sync_timeout_s: float = Field(120, gt=0)
+    sync_timeout_s: float = Field(
+        120, gt=0, description="How long a weight sync, or a restarted rollout worker, may take before the run fails."
+    )
+    engine_start_timeout_s: float = Field(
+        900,
+        gt=0,
+        description="How long the learners wait for the rollout engines' first start (model load; on GPU, "
+        "CUDA graph capture), counted from when the run creates them, before the run fails.",
+    )
     max_failures: int = Field(1, ge=0, description="Learner restarts from the last checkpoint before the run fails.")
 
     @field_validator("learner_resources", "rollout_resources")

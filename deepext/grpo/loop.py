@@ -99,7 +99,8 @@ def train(
 
         connect_ray(settings)
     check_placement(cfg)
-    workers = start_rollout_workers(cfg)
+    # The engines start while Ray Train starts the learners; the leading learner waits for them.
+    workers, engines_created = start_rollout_workers(cfg), time.time()
     resources = cfg.resources
     has_checkpoint = any((output / "ray" / run_id).glob("checkpoint_*"))
     if resume and not has_checkpoint:
@@ -112,6 +113,7 @@ def train(
             train_loop_config={
                 "config": cfg.model_dump(mode="json"),
                 "workers": workers,
+                "engines_created": engines_created,
                 "prompts": ray.put(prompts),
                 "eval_prompts": ray.put(eval_prompts),
                 "eval_checks": load_suite_checks(cfg.schedule.eval_suite, platform, "schedule.eval_suite"),
@@ -135,7 +137,15 @@ def train(
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
             ),
         )
-        trainer.fit()
+        try:
+            trainer.fit()
+        except Exception as exc:
+            # An engine that could not start (a model vLLM cannot load, say) is the cause to report,
+            # not the learners' failure to reach it.
+            cause = engine_start_failure(workers)
+            if cause is not None:
+                raise cause from exc
+            raise
     finally:
         stop_rollout_workers(workers)
     final = output / FINAL_DIR
@@ -167,6 +177,7 @@ def check_placement(cfg: GRPOConfig) -> None:
 
 
 def start_rollout_workers(cfg: GRPOConfig) -> list[Any]:
+    """The rollout actors, created without waiting for their engines to start."""
     import ray
 
     resources = cfg.resources
@@ -189,8 +200,23 @@ def start_rollout_workers(cfg: GRPOConfig) -> list[Any]:
         )
         for index in range(resources.num_rollout_workers)
     ]
-    ray.get([worker.ready.remote() for worker in workers])
     return workers
+
+
+def engine_start_failure(workers: list[Any]) -> BaseException | None:
+    """The error of a rollout worker whose engine failed in its constructor, if one did."""
+    import ray
+    from ray.exceptions import ActorDiedError
+
+    for worker in workers:
+        try:
+            ray.get(worker.ready.remote(), timeout=10)
+        except ActorDiedError as exc:
+            if "creation task" in str(exc):
+                return exc
+        except Exception:  # busy, or gone for another reason: not a start failure
+            continue
+    return None
 
 
 def stop_rollout_workers(workers: list[Any]) -> None:
@@ -254,7 +280,10 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
         checks = [build_check(spec) for spec in loop_config.get("eval_checks", [])]
         log = MetricsLog(output)
         shm = shared_memory_root(loop_config["run_id"])
-        held = wait_until_ready(workers, cfg.resources.sync_timeout_s)
+        # A first start may take up to engine_start_timeout_s from the engines' creation; a restarted
+        # learner (its engines long up, or restarting on a new node) waits up to sync_timeout_s.
+        first_start_left = loop_config["engines_created"] + cfg.resources.engine_start_timeout_s - time.time()
+        held = wait_until_ready(workers, max(cfg.resources.sync_timeout_s, first_start_left))
         if any(state["version"] != start for state in held):
             # A restarted or resumed learner: bring the rollout workers back to this policy.
             sync_weights(

@@ -255,3 +255,19 @@ def test_a_killed_learner_is_restarted_and_the_run_finishes_from_its_checkpoint(
     assert resumed == [2]
     assert max(m["step"] for m in metrics if "reward_mean" in m) == 4
     assert (outcome["result"].model_dir / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_an_engine_that_cannot_start_fails_the_run_with_vllms_reason(
+    ray_session: None, tiny_model: Path, tmp_path: Path
+) -> None:
+    """The engines start while the learners do; one that fails in its constructor is the error the
+    run ends with, not the learner's failure to reach it."""
+    from ray.exceptions import ActorDiedError
+
+    from deepext.grpo.loop import train
+
+    config = run_config(tiny_model, tmp_path, resources={"max_model_len": 999_999, "max_failures": 0})
+    with pytest.raises(ActorDiedError, match=r"RolloutWorker\.__init__") as caught:
+        train(config, run_id="no-engine")
+    assert "max_model_len" in str(caught.value)
