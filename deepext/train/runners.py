@@ -14,7 +14,6 @@ from typing import Any
 
 from deepext.train.context import JobContext, MetricsFollower, activate
 from deepext.train.specs import CUSTOM_ENTRY
-from deepext.train.sweep import run_sweep
 
 
 def run_grpo(ctx: JobContext, attempt: int) -> None:
@@ -98,6 +97,14 @@ def _quarters(report: Callable[[str, int, int], None]) -> Callable[[str, int, in
             report(quantization, done, total)
 
     return progress
+
+
+def run_sweep(ctx: JobContext, attempt: int) -> None:
+    """Trials on Ray Tune (`deepext.train.sweep`), imported here: Ray Tune adds a second to every
+    other job's start."""
+    from deepext.train.sweep import run_sweep as run_trials
+
+    run_trials(ctx, attempt)
 
 
 def run_export(ctx: JobContext, attempt: int) -> None:
