@@ -93,7 +93,7 @@ def test_grpo_improves_the_tiny_model_and_the_gate_says_so_both_ways(
     config = ex.grpo_config(Path("colors@1"), tmp_path / "unused.jsonl", tmp_path / "unused", 20, 0)
     config["model"]["path"] = "colors@1"
     config["data"] = {"dataset": "colors/questions@1"}
-    config["resources"] = {**config["resources"], "rollout_cpus": 0.5, "learner_cpus": 0.5, "threads_per_worker": 1}
+    config["resources"] = {**config["resources"], "rollout_cpus": 0.5, "learner_cpus": 0.5, "threads_per_worker": 2}
     config["schedule"] = {**config["schedule"], "eval_every": 10, "eval_suite": "colors/color-json"}
     del config["output_dir"]
     trained = wait_for_job(
