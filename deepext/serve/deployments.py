@@ -28,7 +28,7 @@ from deepext.errors import Conflict, InvalidInput, NotFound, Unavailable
 from deepext.models.versions import get_model_version, model_version_path
 from deepext.platform import Platform
 from deepext.projects import check_name, get_project
-from deepext.serve.adapters import ROOT_KEY, AdapterLoader, adapter_root, link_adapter
+from deepext.serve.adapters import ROOT_KEY, adapter_root, link_adapter
 
 ACTIVE = ("deploying", "running")
 MAX_LORA_SLOTS = 64
@@ -394,6 +394,8 @@ def reconcile(platform: Platform) -> None:
             _set_state(platform, deployment_id, "stopped")
         elif status is None and view.state == "deploying":
             try:
+                from deepext.serve.adapter_loader import AdapterLoader
+
                 config = llm_config(platform, view)
                 bind = {"model_downloader": AdapterLoader} if view.lora_slots else None
                 application = build_llm_deployment(config, bind_kwargs=bind)
