@@ -73,3 +73,16 @@ def test_create_tiny_model(tmp_path: Path) -> None:
     assert (tmp_path / "tiny" / "config.json").exists()
     result = deepext("models", "create-tiny", str(tmp_path / "bad"), "--hidden-size", "64", "--heads", "4")
     assert result.exit_code == 2 and "head size" in result.output
+
+
+def test_the_cli_and_the_job_entry_point_import_no_engine_or_training_stack() -> None:
+    """Every `deepext` command and every job starts a fresh interpreter: vLLM, Ray Serve LLM, Ray
+    Tune, torch and transformers each add seconds to it, and are imported only where they run."""
+    import subprocess
+    import sys
+
+    heavy = ("vllm", "ray.llm", "ray.serve", "ray.tune", "torch", "transformers")
+    for module in ("deepext.cli.main", "deepext.train.entrypoint"):
+        code = f"import sys, {module}; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+        loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert loaded.split() == [], f"{module} imports {loaded.strip()}"
