@@ -207,6 +207,8 @@ def _judge(
                 GenerationSettings(max_new_tokens=64),
                 workers=workers.count,
                 cpus_per_worker=workers.cpus,
+                gpus_per_worker=workers.gpus,  # a judge on the GPUs the suite's generation gets
+                threads=workers.threads,
                 max_model_len=max(len(p) for p in ids) + 64,
             )
         for row, verdict in zip(rows, verdicts, strict=True):
