@@ -100,7 +100,8 @@ def train(
         connect_ray(settings)
     check_placement(cfg)
     # The engines start while Ray Train starts the learners; the leading learner waits for them.
-    workers, engines_created = start_rollout_workers(cfg), time.time()
+    workers = start_rollout_workers(cfg)
+    engines_created = time.time()
     resources = cfg.resources
     has_checkpoint = any((output / "ray" / run_id).glob("checkpoint_*"))
     if resume and not has_checkpoint:
@@ -206,15 +207,17 @@ def start_rollout_workers(cfg: GRPOConfig) -> list[Any]:
 def engine_start_failure(workers: list[Any]) -> BaseException | None:
     """The error of a rollout worker whose engine failed in its constructor, if one did."""
     import ray
-    from ray.exceptions import ActorDiedError
+    from ray.exceptions import RayActorError
 
-    for worker in workers:
+    answers = [worker.ready.remote() for worker in workers]
+    ray.wait(answers, num_returns=len(answers), timeout=10)  # all at once: a live worker answers at once
+    for answer in answers:
         try:
-            ray.get(worker.ready.remote(), timeout=10)
-        except ActorDiedError as exc:
-            if "creation task" in str(exc):
+            ray.get(answer, timeout=0)
+        except RayActorError as exc:
+            if exc.actor_init_failed:
                 return exc
-        except Exception:  # busy, or gone for another reason: not a start failure
+        except Exception:  # still busy, or failed another way: not a start failure
             continue
     return None
 
