@@ -3,7 +3,8 @@
 Both contenders train the same ~23M-parameter Qwen2-shaped random model (`deepext.models.tiny`) on
 the same prompts with the same reward, G=8 completions for each of 16 prompts per step (128
 samples), 128 new tokens, temperature 1.0, the same learning rate and schedule, for the same
-number of steps, in float32. They run alternately in one process, `--repeats` times: deepext
+number of steps, in the same precision (`--dtype`, default bfloat16: float32 weights and AdamW
+states, bfloat16 autocast; deepext's vLLM engine samples in bfloat16). They run alternately in one process, `--repeats` times: deepext
 (`deepext.grpo.loop.train`: a vLLM rollout actor and a Ray Train learner, 1 Ray CPU each)
 and then TRL (HF `generate` on the CPU, in this process, torch using every core).
 
@@ -16,8 +17,9 @@ Matched: TRL 1.16's GRPO defaults - loss_type "dapo" (deepext token-mean over th
 tokens), beta 0 (kl_coef 0), epsilon 0.2 = epsilon_high (clip_low = clip_high = 0.2),
 num_iterations 1, scale_rewards "group" (advantage "grpo") - and the Trainer's AdamW, linear decay,
 no warmup, no weight decay, grad clip 1.0; micro-batches of 16 on both sides (TRL: 8 accumulation
-steps per optimizer step, one `generate` of all 128 per step). Not TRL defaults: bf16 off (float32
-like deepext) and gradient checkpointing off (TRL's default on would recompute the forward pass).
+steps per optimizer step, one `generate` of all 128 per step), bf16 (TRL's default; `--dtype
+float32` turns it off on both sides). Not a TRL default: gradient checkpointing off (TRL's default
+on would recompute the forward pass).
 deepext keeps its truncated importance sampling (cap 2) for the vLLM-vs-learner mismatch, which
 TRL's own vLLM path also corrects by default; HF `generate` needs none.
 
@@ -30,12 +32,12 @@ samples per step, so they compare per sample), deepext's split (generate / score
 and TRL's generate time, and TRL's CPU time per step, which shows whether other work on a shared
 machine took cores during the run (CPU/wall near 2 on 2 cores: it did not).
 
-    .venv/bin/python benchmarks/grpo_vs_trl.py [--steps 4] [--repeats 2] [--model-size 23m]
+    .venv/bin/python benchmarks/grpo_vs_trl.py [--steps 4] [--repeats 2] [--model-size 23m] [--dtype float32]
         [--threads-per-worker 0]   # each deepext actor on one thread instead of every core
 
 deepext generates and learns one after the other, so by default both its actors (1 Ray CPU each)
 set `resources.threads_per_worker` to the core count: each phase uses every core, as TRL does.
-The defaults take about 10 minutes on 2 cores; `--model-size tiny` is a one-minute smoke test.
+The defaults take about 5 minutes on 2 cores (10 with `--dtype float32`); `--model-size tiny` is a one-minute smoke test.
 The last line is machine-readable:
 
     grpo_vs_trl samples_per_s deepext=X trl=Y ratio=Z
@@ -147,7 +149,7 @@ def run_deepext(args: argparse.Namespace, model: Path, data: Path, output: Path)
 
     config = {
         "name": "grpo-vs-trl",
-        "model": {"path": str(model), "dtype": "float32"},
+        "model": {"path": str(model), "dtype": args.dtype},
         "data": {"path": str(data), "chat_template": False, "max_prompt_tokens": 256},
         "rewards": [{"name": "contains", "params": REWARD_PARAMS, "alias": "keywords"}],
         "sampling": {
@@ -231,7 +233,7 @@ def run_trl(args: argparse.Namespace, model: Path, records: list[dict[str, Any]]
     config = GRPOConfig(
         output_dir=str(output),
         use_cpu=True,
-        bf16=False,
+        bf16=args.dtype == "bfloat16",  # mixed precision: float32 weights, bfloat16 autocast (as deepext)
         gradient_checkpointing=False,  # TRL's default is True; off, TRL does no recomputation (as deepext)
         seed=args.seed,
         max_steps=args.steps,
@@ -367,6 +369,12 @@ def parse_args() -> argparse.Namespace:
         default=os.cpu_count() or 1,
         help="deepext's resources.threads_per_worker (default: every core; 0: one thread per actor)",
     )
+    parser.add_argument(
+        "--dtype",
+        choices=("bfloat16", "float32"),
+        default="bfloat16",
+        help="compute dtype, both sides (bfloat16: TRL's default; float32 weights and optimizer either way)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "deepext-grpo-vs-trl")
     parser.add_argument("--only", choices=("deepext", "trl"), help="run one contender (no ratio)")
@@ -398,7 +406,7 @@ def main() -> None:
     print(
         f"{args.steps} steps x {SAMPLES_PER_STEP} samples ({PROMPTS_PER_STEP} prompts x G={GROUP_SIZE}, "
         f"{MAX_NEW_TOKENS} new tokens), lr {args.lr:g}, micro-batch {args.micro_batch_size}, "
-        f"{args.repeats} repeat(s), {os.cpu_count()} CPUs",
+        f"{args.repeats} repeat(s), {args.dtype}, {os.cpu_count()} CPUs",
         flush=True,
     )
 

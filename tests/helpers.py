@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import socket
 import threading
 import time
@@ -40,10 +41,22 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+# Below the kernel's ephemeral range (32768-60999 here) and above Ray's worker ports (10002-19999):
+# a port the kernel hands out for "any free port" can be taken by one of Ray's own processes or
+# outgoing connections between the probe and the server binding it (CI saw Serve fail to bind so).
+UNCLAIMED_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port that is free now and that neither the kernel nor Ray picks on its own."""
+    for port in random.sample(UNCLAIMED_PORTS, 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {UNCLAIMED_PORTS}")
 
 
 @contextlib.contextmanager

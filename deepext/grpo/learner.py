@@ -7,6 +7,11 @@ sequences of the whole batch), so N learners make exactly the update one learner
 The reference policy for the KL term is the frozen base model: with LoRA it is the same network
 with the adapter switched off (no second copy); without LoRA, a frozen copy is loaded only when the
 KL coefficient is non-zero.
+
+Precision: `model.dtype` bfloat16 is the dtype the forward and backward passes compute in (autocast);
+the trained weights and the optimizer's states stay float32, because an AdamW step at a GRPO learning
+rate (1e-6 relative to weights of ~1e-2) is below bfloat16's resolution and would round away. Frozen
+weights (the LoRA base, the KL reference copy) are stored in bfloat16.
 """
 
 from __future__ import annotations
@@ -41,8 +46,11 @@ class PolicyLearner:
         self.device = device
         self.rank = rank
         self.world_size = world_size
-        dtype = resolve_dtype(config.model.dtype, device)
-        model: Any = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=dtype)
+        self.compute_dtype = resolve_dtype(config.model.dtype, device)
+        frozen_base = config.model.lora is not None
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            config.model.path, dtype=self.compute_dtype if frozen_base else torch.float32
+        )
         model.config.use_cache = False
         if config.model.gradient_checkpointing:
             # Non-reentrant checkpointing: gradients reach LoRA weights without inputs that require grad.
@@ -61,9 +69,10 @@ class PolicyLearner:
                     target_modules=list(lora.target_modules),
                     task_type="CAUSAL_LM",
                 ),
+                autocast_adapter_dtype=True,  # the adapter's weights in float32 over a bfloat16 base
             )
         elif config.algorithm.kl_coef > 0:
-            reference: Any = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=dtype)
+            reference: Any = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=self.compute_dtype)
             self.reference = reference.to(device).eval().requires_grad_(False)
         self.model = model.to(device)
         self.model.train()
@@ -92,12 +101,13 @@ class PolicyLearner:
         logits are never needed.
         """
         t = batch.completion_mask.shape[1]
-        out = model(
-            input_ids=batch.input_ids.to(self.device),
-            attention_mask=batch.attention_mask.to(self.device),
-            position_ids=batch.position_ids.to(self.device),
-            logits_to_keep=t + 1,
-        )
+        with torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
+            out = model(
+                input_ids=batch.input_ids.to(self.device),
+                attention_mask=batch.attention_mask.to(self.device),
+                position_ids=batch.position_ids.to(self.device),
+                logits_to_keep=t + 1,
+            )
         return out.logits[:, :t].float()
 
     @torch.no_grad()
@@ -223,7 +233,10 @@ class PolicyLearner:
         return dict(state)
 
     def export(self, folder: Path, tokenizer: Any) -> dict[str, Path]:
-        """The final model as Hugging Face folders: `model/` (full or merged) and, with LoRA, `adapter/`."""
+        """The final model as Hugging Face folders: `model/` (full or merged) and, with LoRA, `adapter/`.
+
+        The model is written in the compute dtype (bfloat16 halves it); this is the learner's last use.
+        """
         folders = {}
         if self.config.model.lora is not None:
             self.model.save_pretrained(folder / "adapter")
@@ -232,7 +245,7 @@ class PolicyLearner:
             merged = _merged_copy(self.model)
             merged.save_pretrained(folder / "model")
         else:
-            self.model.save_pretrained(folder / "model")
+            self.model.to(self.compute_dtype).save_pretrained(folder / "model")
         tokenizer.save_pretrained(folder / "model")
         folders["model"] = folder / "model"
         return folders

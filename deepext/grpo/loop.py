@@ -198,6 +198,7 @@ def start_rollout_workers(cfg: GRPOConfig) -> list[Any]:
             max_model_len=resources.max_model_len,
             seed=cfg.schedule.seed + index,
             threads=resources.threads_per_worker,
+            dtype=cfg.model.dtype,
         )
         for index in range(resources.num_rollout_workers)
     ]
@@ -290,7 +291,9 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
         if any(state["version"] != start for state in held):
             # A restarted or resumed learner: bring the rollout workers back to this policy.
             sync_weights(
-                workers, publish_weights(rollout_state_dict(learner.model), start, shm), cfg.resources.sync_timeout_s
+                workers,
+                publish_weights(rollout_state_dict(learner.model, learner.compute_dtype), start, shm),
+                cfg.resources.sync_timeout_s,
             )
             log.write(start, {"event/resumed_from_step": start})
 
@@ -328,7 +331,9 @@ def learner_loop(loop_config: dict[str, Any]) -> None:
         if leader:
             t = time.perf_counter()
             sync_weights(
-                workers, publish_weights(rollout_state_dict(learner.model), step + 1, shm), cfg.resources.sync_timeout_s
+                workers,
+                publish_weights(rollout_state_dict(learner.model, learner.compute_dtype), step + 1, shm),
+                cfg.resources.sync_timeout_s,
             )
             timings["sync"] = time.perf_counter() - t
 

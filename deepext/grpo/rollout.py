@@ -52,7 +52,10 @@ class StaleWeightsError(RuntimeError):
 class RolloutWorker:
     """One vLLM engine in one Ray actor (create with `ray.remote(RolloutWorker).options(...)`)."""
 
-    def __init__(self, model_path: str, *, max_model_len: int, seed: int = 0, threads: int | None = None) -> None:
+    def __init__(
+        self, model_path: str, *, max_model_len: int, seed: int = 0, threads: int | None = None, dtype: str = "auto"
+    ) -> None:
+        """`dtype` is the GRPO config's `model.dtype`: the engine samples in the dtype the learner computes in."""
         # The engine runs inside this actor's process: no extra engine process, no IPC hop.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if threads:
@@ -63,7 +66,11 @@ class RolloutWorker:
         from deepext.vllm_engine import open_llm
 
         started = time.perf_counter()
-        self.llm = open_llm(model_path, max_model_len=max_model_len, seed=seed, logprobs_mode="processed_logprobs")
+        # "auto" leaves it to open_llm: float32 on a CPU, the checkpoint's own dtype on a GPU.
+        dtype_arg = {} if dtype == "auto" else {"dtype": dtype}
+        self.llm = open_llm(
+            model_path, max_model_len=max_model_len, seed=seed, logprobs_mode="processed_logprobs", **dtype_arg
+        )
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0
         import torch

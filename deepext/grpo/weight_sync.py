@@ -169,28 +169,37 @@ def sync_weights(workers: Sequence[Any], ref: WeightsRef, timeout_s: float) -> N
         raise WeightSyncError(f"rollout workers {stale} did not confirm weights v{ref.version}: {versions}")
 
 
-def rollout_state_dict(model: Any) -> dict[str, torch.Tensor]:
-    """The policy's weights under the plain Hugging Face names vLLM loads.
+def rollout_state_dict(model: Any, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The policy's weights under the plain Hugging Face names vLLM loads, in `dtype` (the engine's).
 
-    A PEFT (LoRA) model is merged for the copy and unmerged again, so the learner keeps training
-    the adapter.
+    A PEFT (LoRA) model sends base + adapter delta for each adapted layer, computed beside the
+    model: merging into the base in place and unmerging after would round a bfloat16 base a little
+    further from the original at every sync.
     """
+    import torch
     from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
 
     if isinstance(model, PeftModel):
-        model.merge_adapter()
-        try:
-            base = model.get_base_model()
-            state = {
-                name.replace(".base_layer.", "."): tensor.detach().clone()
-                for name, tensor in base.state_dict().items()
-                if "lora_" not in name
-            }
-        finally:
-            model.unmerge_adapter()
+        base = model.get_base_model()
+        deltas = {}
+        with torch.no_grad():
+            for name, module in base.named_modules():
+                if isinstance(module, LoraLayer) and module.active_adapters and not module.disable_adapters:
+                    layer: Any = module  # a LoRA Linear, Embedding or Conv: each defines get_delta_weight
+                    deltas[f"{name}.weight"] = layer.get_delta_weight(layer.active_adapters[0])
+        state = {}
+        for name, tensor in base.state_dict().items():
+            if "lora_" in name:
+                continue
+            name = name.replace(".base_layer.", ".")
+            delta = deltas.get(name)
+            state[name] = tensor if delta is None else tensor.float() + delta.float()
     else:
-        state = {name: tensor.detach() for name, tensor in model.state_dict().items()}
+        state = dict(model.state_dict())
         base = model
+    if dtype is not None:
+        state = {name: tensor.to(dtype) for name, tensor in state.items()}
     if "lm_head.weight" in state and getattr(base.config, "tie_word_embeddings", False):
         # vLLM's in-place reload wants the tied head too; safetensors wants it as its own tensor.
         state["lm_head.weight"] = state["lm_head.weight"].clone()

@@ -392,8 +392,11 @@ def sft_worker(loop_config: dict[str, Any]) -> None:
         torch.set_num_threads(cfg.resources.threads_per_worker)
     local = _is_local(cfg.model.path)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path, local_files_only=local)
-    dtype = resolve_dtype(cfg.model.dtype, torch.device("cuda" if use_gpu else "cpu"))
-    model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=dtype, local_files_only=local)
+    compute = resolve_dtype(cfg.model.dtype, torch.device("cuda" if use_gpu else "cpu"))
+    # Trained weights stay float32 under bfloat16 autocast (an AdamW step would round away in bfloat16,
+    # docs/grpo.md "Precision"); a LoRA base is frozen and is stored in the compute dtype.
+    weights = compute if cfg.model.lora is not None else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=weights, local_files_only=local)
     dataset = ray.get(loop_config["dataset"])
     eval_dataset = ray.get(loop_config["eval_dataset"]) if "eval_dataset" in loop_config else None
 
@@ -430,12 +433,17 @@ def sft_worker(loop_config: dict[str, Any]) -> None:
         trainer.train()
     if log is not None:
         log.close()
-        export(trainer.model, tokenizer, output / FINAL_DIR)
+        export(trainer.model, tokenizer, output / FINAL_DIR, dtype=compute)
 
 
 def trainer_arguments(cfg: SFTConfig, output_dir: str, use_gpu: bool, *, prompt_completion: bool) -> dict[str, Any]:
     """TRL `SFTConfig` keyword arguments for a worker (a plain dict: testable without a worker)."""
+    import torch
+
+    from deepext.grpo.learner import resolve_dtype
+
     training, data = cfg.training, cfg.data
+    compute = resolve_dtype(cfg.model.dtype, torch.device("cuda" if use_gpu else "cpu"))
     schedule: str = training.schedule
     if schedule == "constant" and training.warmup_steps:
         schedule = "constant_with_warmup"
@@ -460,7 +468,7 @@ def trainer_arguments(cfg: SFTConfig, output_dir: str, use_gpu: bool, *, prompt_
         "packing": data.packing,
         "completion_only_loss": data.completion_only_loss if prompt_completion else None,
         "use_cpu": not use_gpu,
-        "bf16": use_gpu,
+        "bf16": compute == torch.bfloat16,  # autocast over the float32 weights
         "ddp_backend": None if use_gpu else "gloo",  # the group Ray Train created; accelerate joins it
         "ddp_find_unused_parameters": False,  # every trainable parameter gets a gradient: skip DDP's extra walk
         "eval_strategy": "steps" if training.eval_every else "no",
@@ -577,8 +585,9 @@ def greedy_answers(model: Any, tokenizer: Any, prompts: list[Any], max_new_token
     return answers
 
 
-def export(model: Any, tokenizer: Any, folder: Path) -> dict[str, Path]:
-    """The final model as Hugging Face folders: `model/` (full or merged) and, with LoRA, `adapter/`."""
+def export(model: Any, tokenizer: Any, folder: Path, dtype: Any = None) -> dict[str, Path]:
+    """The final model as Hugging Face folders: `model/` (full or merged, in `dtype` if given) and,
+    with LoRA, `adapter/`."""
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)
@@ -588,6 +597,8 @@ def export(model: Any, tokenizer: Any, folder: Path) -> dict[str, Path]:
         tokenizer.save_pretrained(folder / "adapter")
         folders["adapter"] = folder / "adapter"
         model = model.merge_and_unload()  # in place: training is over
+    if dtype is not None:
+        model = model.to(dtype)
     model.save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
     folders["model"] = folder / "model"

@@ -85,6 +85,36 @@ def test_gradient_checkpointing_gives_the_same_update(tiny_model: Path, lora: bo
     torch.testing.assert_close(checkpointed_params, plain_params)
 
 
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_bfloat16_computes_in_bfloat16_and_keeps_updates_too_small_for_it(tiny_model: Path, lora: bool) -> None:
+    config = learner_config(tiny_model, kl_coef=0.05)
+    config["model"]["dtype"] = "bfloat16"
+    config["optim"]["learning_rate"] = 1e-6  # a GRPO learning rate: each step moves a weight ~1e-6
+    if lora:
+        config["model"]["lora"] = {"rank": 4, "alpha": 8}
+    learner = PolicyLearner(parse_config(config), device=torch.device("cpu"), total_steps=1)
+    trained = [p for p in learner.model.parameters() if p.requires_grad]
+    frozen = [p for p in learner.model.parameters() if not p.requires_grad]
+    assert {p.dtype for p in trained} == {torch.float32}
+    if lora:
+        assert {p.dtype for p in frozen} == {torch.bfloat16}  # the base, also the KL reference
+    else:
+        assert {p.dtype for p in learner.reference.parameters()} == {torch.bfloat16}
+    if lora:  # LoRA's B starts at zero: give the adapter weights of a trained one's size
+        with torch.no_grad():
+            for param in trained:
+                param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(0)) * 0.02)
+    before = flat_parameters(learner.model).clone()
+    batch = fixed_batch()
+    seen = learner.learn(batch, num_tokens=batch.num_tokens, num_seqs=batch.size)
+    assert seen["tokens"] == batch.num_tokens
+    after = flat_parameters(learner.model)
+    moved = after != before
+    assert moved.float().mean().item() > 0.5  # the float32 weights took the step
+    # Stored in bfloat16, nearly every one of those weights would not have moved at all.
+    assert (after[moved].bfloat16() == before[moved].bfloat16()).float().mean().item() > 0.9
+
+
 def learn_once(loop_config: dict[str, Any]) -> None:
     """A Ray Train worker: one update on its shard of the fixed batch; rank 0 saves the weights."""
     import ray.train
@@ -211,6 +241,31 @@ def test_a_lora_run_with_kl_and_two_learners_runs_and_resumes(
     restarted = [m for m in resumed.metrics if "event/resumed_from_step" in m]
     assert restarted and restarted[-1]["event/resumed_from_step"] == 3
     assert [m["step"] for m in resumed.metrics if "reward_mean" in m][-2:] == [3, 4]
+
+
+@pytest.mark.slow
+def test_a_bfloat16_run_samples_and_learns_in_bfloat16(ray_session: None, tiny_model: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from deepext.grpo.loop import train
+
+    config = run_config(
+        tiny_model,
+        tmp_path,
+        model={"path": str(tiny_model), "dtype": "bfloat16"},
+        algorithm={"kl_coef": 0.05},
+        schedule={"steps": 2, "checkpoint_every": 0},
+    )
+    result = train(config, run_id="bf16")
+    steps = [m for m in result.metrics if "reward_mean" in m]
+    assert [m["step"] for m in steps] == [1, 2]
+    # vLLM's bfloat16 kernels and the learner's autocast round differently, but sample one policy.
+    assert abs(steps[0]["logprob_gap"]) < 0.01  # 0.0008 seen
+    assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-3)
+    exported = load_file(str(result.model_dir / "model.safetensors"))
+    base = load_file(str(tiny_model / "model.safetensors"))
+    assert {tensor.dtype for tensor in exported.values()} == {torch.bfloat16}
+    assert any(not torch.equal(exported[name], base[name].bfloat16()) for name in base)
 
 
 @pytest.mark.slow

@@ -95,6 +95,29 @@ def test_lora_sync_sends_merged_weights_and_keeps_the_adapter(
     assert hf_greedy(model, PROMPTS) == expected
 
 
+def test_lora_weights_for_the_engine_are_peft_merged_ones_and_leave_the_base_untouched(tiny_model: Path) -> None:
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.bfloat16)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    perturb(model, 0.2, seed=2)
+    untouched = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    for _ in range(20):  # as many syncs as a short run makes
+        state = rollout_state_dict(model, torch.bfloat16)
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in untouched.items())
+    merged = copy.deepcopy(model).merge_and_unload().state_dict()
+    assert set(state) == set(merged)
+    q_proj = "model.layers.0.self_attn.q_proj.weight"
+    base_q_proj = model.get_base_model().state_dict()[q_proj.replace(".weight", ".base_layer.weight")]
+    assert not torch.equal(state[q_proj], base_q_proj)  # the adapter is in what the engine gets
+    for name, tensor in merged.items():
+        assert state[name].dtype == torch.bfloat16, name
+        torch.testing.assert_close(state[name], tensor, rtol=1e-2, atol=1e-2)
+
+
 def test_missing_weights_fail_loudly(tmp_path: Path) -> None:
     from deepext.grpo.weight_sync import WeightsRef
 

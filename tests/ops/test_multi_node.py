@@ -32,7 +32,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,18 +46,12 @@ import pytest
 import torch
 
 from tests.grpo.test_learners import run_config
-from tests.helpers import registered_checkpoints, wait_until, wait_until_held
+from tests.helpers import free_port, registered_checkpoints, wait_until, wait_until_held
 
 LEARNER_MARK = "deepext_learner"
 ROLLOUT_MARK = "deepext_rollout"
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_TOKEN = secrets.token_hex(32)  # Ray's token auth, as a real cluster runs it
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
