@@ -4,9 +4,10 @@ Both contenders train the same ~23M-parameter Qwen2-shaped random model (`deepex
 the same prompts with the same reward, G=8 completions for each of 16 prompts per step (128
 samples), 128 new tokens, temperature 1.0, the same learning rate and schedule, for the same
 number of steps, in the same precision (`--dtype`, default bfloat16: float32 weights and AdamW
-states, bfloat16 autocast; deepext's vLLM engine samples in bfloat16). They run alternately in one process, `--repeats` times: deepext
-(`deepext.grpo.loop.train`: a vLLM rollout actor and a Ray Train learner, 1 Ray CPU each)
-and then TRL (HF `generate` on the CPU, in this process, torch using every core).
+states, bfloat16 autocast; deepext's vLLM engine samples in bfloat16). They run alternately in one
+process, `--repeats` times: deepext (`deepext.grpo.loop.train`: a vLLM rollout actor and a Ray
+Train learner, 1 Ray CPU each) and then TRL (HF `generate` on the CPU, in this process, torch using
+every core).
 
 The task: each prompt asks for a line using four words from a pool of ten; the reward is deepext's
 built-in `contains(reference_field="keywords", mode="fraction")` - the share of the row's words the
@@ -37,7 +38,8 @@ machine took cores during the run (CPU/wall near 2 on 2 cores: it did not).
 
 deepext generates and learns one after the other, so by default both its actors (1 Ray CPU each)
 set `resources.threads_per_worker` to the core count: each phase uses every core, as TRL does.
-The defaults take about 5 minutes on 2 cores (10 with `--dtype float32`); `--model-size tiny` is a one-minute smoke test.
+The defaults take about 5 minutes on 2 cores (10 with `--dtype float32`); `--model-size tiny` is a
+one-minute smoke test.
 The last line is machine-readable:
 
     grpo_vs_trl samples_per_s deepext=X trl=Y ratio=Z
