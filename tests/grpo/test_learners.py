@@ -105,9 +105,13 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_updates_too_small_for_it(tiny_m
             for param in trained:
                 param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(0)) * 0.02)
     before = flat_parameters(learner.model).clone()
+    head_inputs: list[torch.Tensor] = []  # what the output layer computes on, after the learner's hook
+    learner.model.get_output_embeddings().register_forward_pre_hook(lambda _, args: head_inputs.append(args[0]))
     batch = fixed_batch()
     seen = learner.learn(batch, num_tokens=batch.num_tokens, num_seqs=batch.size)
     assert seen["tokens"] == batch.num_tokens
+    # A non-contiguous slice would make bfloat16 matmuls copy the output weight for every row.
+    assert head_inputs and all(hidden.is_contiguous() for hidden in head_inputs)
     after = flat_parameters(learner.model)
     moved = after != before
     assert moved.float().mean().item() > 0.5  # the float32 weights took the step
