@@ -336,9 +336,11 @@ def test_a_full_sft_run_learns_and_exports_a_model_that_generates(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_a_lora_run_on_two_workers_writes_the_adapter_and_a_merged_model(
-    ray_session: Any, tiny_model: Path, tmp_path: Path
+    ray_session: Any, tiny_model: Path, tmp_path: Path, dtype: str
 ) -> None:
+    import torch
     from safetensors.torch import load_file
 
     rows = write_jsonl(
@@ -348,7 +350,7 @@ def test_a_lora_run_on_two_workers_writes_the_adapter_and_a_merged_model(
         tiny_model,
         rows,
         tmp_path,
-        model={"lora": {"rank": 4, "alpha": 8}},
+        model={"lora": {"rank": 4, "alpha": 8}, "dtype": dtype},
         training={"max_steps": 4, "learning_rate": 1e-2},
         resources={"num_workers": 2, "cpus_per_worker": 1, "threads_per_worker": 1},
     )
@@ -363,8 +365,9 @@ def test_a_lora_run_on_two_workers_writes_the_adapter_and_a_merged_model(
     merged = load_file(str(result.model_dir / "model.safetensors"))
     base = load_file(str(tiny_model / "model.safetensors"))
     assert set(merged) == set(base)  # a plain model: no LoRA tensors left
+    assert {tensor.dtype for tensor in merged.values()} == {getattr(torch, dtype)}
     name = next(k for k in base if k.endswith("q_proj.weight"))
-    assert not merged[name].equal(base[name])  # the adapter is merged in
+    assert not merged[name].equal(base[name].to(merged[name].dtype))  # the adapter is merged in
     assert (result.model_dir / "tokenizer.json").exists()
     assert losses(result.metrics)[-1] < losses(result.metrics)[0]
 
