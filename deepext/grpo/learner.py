@@ -25,7 +25,7 @@ import torch
 
 from deepext.grpo.algorithms import PolicyLossConfig, entropy_from_logits, policy_loss, token_logprobs
 from deepext.grpo.batch import LearnerBatch
-from deepext.grpo.config import GRPOConfig
+from deepext.grpo.config import GRPOConfig, ModelSettings
 
 TRAINING_STATE = "training_state.pt"
 
@@ -34,6 +34,13 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+def precision(model: ModelSettings, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """(compute dtype, dtype the model's weights load in): trained weights stay float32 under
+    autocast; a LoRA base is frozen, so it is stored in the compute dtype."""
+    compute = resolve_dtype(model.dtype, device)
+    return compute, compute if model.lora is not None else torch.float32
 
 
 class PolicyLearner:
@@ -46,11 +53,8 @@ class PolicyLearner:
         self.device = device
         self.rank = rank
         self.world_size = world_size
-        self.compute_dtype = resolve_dtype(config.model.dtype, device)
-        frozen_base = config.model.lora is not None
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            config.model.path, dtype=self.compute_dtype if frozen_base else torch.float32
-        )
+        self.compute_dtype, weights = precision(config.model, device)
+        model: Any = AutoModelForCausalLM.from_pretrained(config.model.path, dtype=weights)
         model.config.use_cache = False
         if config.model.gradient_checkpointing:
             # Non-reentrant checkpointing: gradients reach LoRA weights without inputs that require grad.

@@ -66,10 +66,8 @@ class RolloutWorker:
         from deepext.vllm_engine import open_llm
 
         started = time.perf_counter()
-        # "auto" leaves it to open_llm: float32 on a CPU, the checkpoint's own dtype on a GPU.
-        dtype_arg = {} if dtype == "auto" else {"dtype": dtype}
         self.llm = open_llm(
-            model_path, max_model_len=max_model_len, seed=seed, logprobs_mode="processed_logprobs", **dtype_arg
+            model_path, max_model_len=max_model_len, seed=seed, dtype=dtype, logprobs_mode="processed_logprobs"
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0

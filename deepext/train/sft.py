@@ -378,7 +378,7 @@ def sft_worker(loop_config: dict[str, Any]) -> None:
     from trl import SFTTrainer
 
     from deepext.eval.checks import build_check
-    from deepext.grpo.learner import resolve_dtype
+    from deepext.grpo.learner import precision
     from deepext.train.learner_groups import record_learner_group
 
     cfg = SFTConfig.model_validate(loop_config["config"])
@@ -392,10 +392,8 @@ def sft_worker(loop_config: dict[str, Any]) -> None:
         torch.set_num_threads(cfg.resources.threads_per_worker)
     local = _is_local(cfg.model.path)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path, local_files_only=local)
-    compute = resolve_dtype(cfg.model.dtype, torch.device("cuda" if use_gpu else "cpu"))
-    # Trained weights stay float32 under bfloat16 autocast (an AdamW step would round away in bfloat16,
-    # docs/grpo.md "Precision"); a LoRA base is frozen and is stored in the compute dtype.
-    weights = compute if cfg.model.lora is not None else torch.float32
+    # Trained weights float32 under bfloat16 autocast (docs/grpo.md, "Precision"), as in GRPO.
+    compute, weights = precision(cfg.model, torch.device("cuda" if use_gpu else "cpu"))
     model = AutoModelForCausalLM.from_pretrained(cfg.model.path, dtype=weights, local_files_only=local)
     dataset = ray.get(loop_config["dataset"])
     eval_dataset = ray.get(loop_config["eval_dataset"]) if "eval_dataset" in loop_config else None
