@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,13 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deepext.ports import free_port
+
 PATH = "/api/v1/projects/bench/datasets"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # ---- the load generator (runs in the second process)
@@ -160,11 +155,11 @@ def main() -> None:
     from deepext.serve.ingress import start_api, stop_api
 
     home = Path(tempfile.mkdtemp(prefix="deepext-api-bench-"))
-    settings = Settings(home=home, database_url=args.database_url, api_port=_free_port(), ray_num_cpus=2)
+    settings = Settings(home=home, database_url=args.database_url, api_port=free_port(), ray_num_cpus=2)
     token = _seed(settings)
     # Ray runs during both measurements, so its own processes load the machine alike for both.
     connect_ray(settings.model_copy(update={"ray_dashboard_port": 0}), log_to_driver=False)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DEEPEXT_HOME": str(home), "DEEPEXT_DATABASE_URL": args.database_url}
     server = subprocess.Popen(
         [

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,13 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deepext.ports import free_port
+
 MAX_MODEL_LEN = 256
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # ---- the load generator (second process)
@@ -137,7 +132,7 @@ def _wait_for(url: str, timeout: float = 300) -> None:
 
 
 def _vllm_serve(model: Path, args: argparse.Namespace) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     server = subprocess.Popen(
         [
@@ -185,7 +180,7 @@ def _deepext(model: Path, home: Path, args: argparse.Namespace) -> dict[str, Any
     from deepext.serve.deployments import create_deployment, get_deployment, reconcile
     from deepext.serve.ingress import start_api
 
-    settings = Settings(home=home, api_port=_free_port(), ray_num_cpus=2, ray_dashboard_port=0)
+    settings = Settings(home=home, api_port=free_port(), ray_num_cpus=2, ray_dashboard_port=0)
     platform = Platform.open(settings)
     with platform.db.session() as session:
         user = create_user(session, username="bench", password="benchmark passphrase", actor="bench")

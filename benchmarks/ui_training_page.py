@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from deepext.ports import free_port
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 PASSWORD = "benchmark passphrase"
@@ -86,7 +88,7 @@ def served(settings: Any) -> Iterator[str]:
     from deepext.serve.app import create_app
 
     platform = Platform.open(settings)
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     server = uvicorn.Server(uvicorn.Config(create_app(platform), port=ports[0], log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
@@ -98,14 +100,6 @@ def served(settings: Any) -> Iterator[str]:
         app.close()
         server.should_exit = True
         platform.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def pick(page: Any, job_id: int) -> None:

@@ -161,15 +161,18 @@ def ray_session() -> Iterator[str]:
     dashboard serves the Ray Jobs API, whose URL the fixture yields."""
     import ray
 
+    from deepext.cluster import serve_environment
+
     root = Path(__file__).resolve().parent.parent
-    context = ray.init(
-        num_cpus=2,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=0,
-        runtime_env={"env_vars": {"PYTHONPATH": str(root), "RAY_TRAIN_V2_ENABLED": "1"}},
-        log_to_driver=False,
-    )
+    with serve_environment("127.0.0.1"):  # Ray Serve as `deepext up` runs it: HAProxy in front
+        context = ray.init(
+            num_cpus=2,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=0,
+            runtime_env={"env_vars": {"PYTHONPATH": str(root), "RAY_TRAIN_V2_ENABLED": "1"}},
+            log_to_driver=False,
+        )
     try:
         yield f"http://{context.dashboard_url}"
     finally:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +15,7 @@ from typer.testing import CliRunner
 
 from deepext.config import get_settings
 from deepext.platform import Platform
+from deepext.ports import free_port
 
 
 def invoke_cli(platform: Platform, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
@@ -39,24 +38,6 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.2)
-
-
-# Below the kernel's ephemeral range (32768-60999 here) and above Ray's worker ports (10002-19999):
-# a port the kernel hands out for "any free port" can be taken by one of Ray's own processes or
-# outgoing connections between the probe and the server binding it (CI saw Serve fail to bind so).
-UNCLAIMED_PORTS = range(20000, 32768)
-
-
-def free_port() -> int:
-    """A loopback port that is free now and that neither the kernel nor Ray picks on its own."""
-    for port in random.sample(UNCLAIMED_PORTS, 200):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {UNCLAIMED_PORTS}")
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from fastapi.testclient import TestClient
 
@@ -18,6 +19,13 @@ from tests.helpers import free_port
 from tests.serve.conftest import PASSWORD, Api, seed_users
 from tests.serve.test_access_matrix import add_special_callers, run_matrix
 from tests.serve.test_audit_api import ROWS
+
+
+def listener_name(port: int | None) -> str:
+    """The name of the process listening on this machine's TCP `port`."""
+    listening = [c.pid for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port]
+    assert listening and listening[0] is not None, f"nothing of ours listens on port {port}"
+    return str(psutil.Process(listening[0]).name())
 
 
 @pytest.fixture
@@ -42,6 +50,9 @@ def test_the_serve_app_answers_the_client_and_the_access_matrix(served: tuple[Ap
     api, url = served
     with httpx.Client(base_url=url, timeout=30) as http:
         assert http.get("/health").json()["status"] == "ok"
+        # On loopback, HAProxy (not Serve's Python proxy) takes the connections and hands them to the
+        # replica's own HTTP server; the client's address still reaches the audit rows below.
+        assert listener_name(httpx.URL(url).port) == "haproxy"
         assert http.get("/openapi.json").json()["info"]["title"] == "deepext"
 
         client = DeepextClient(url)
