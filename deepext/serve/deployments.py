@@ -12,6 +12,7 @@ own: clients reach it only through the platform's authenticated OpenAI-compatibl
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import threading
 import time
@@ -25,7 +26,7 @@ from deepext import audit
 from deepext import request as current_request
 from deepext.db.models import Deployment, ModelVersion, Project
 from deepext.errors import Conflict, InvalidInput, NotFound, Unavailable
-from deepext.models.versions import get_model_version, model_version_path
+from deepext.models.versions import ModelVersionView, get_model_version, model_version_path
 from deepext.platform import Platform
 from deepext.projects import check_name, get_project
 from deepext.serve.adapters import ROOT_KEY, adapter_root, link_adapter
@@ -198,6 +199,8 @@ def create_deployment(
     if max_model_len < 16:
         raise InvalidInput("max_model_len must be at least 16", field="max_model_len")
     version = get_model_version(platform, project, model_version)
+    if version.kind != "lora":  # a LoRA version runs at its host's length
+        _check_fits_positions(platform, version, max_model_len)
     with platform.db.session() as session:
         owner = get_project(session, project)
         if _active_named(session, owner.id, name) is not None:
@@ -245,6 +248,23 @@ def create_deployment(
             },
         )
         return _view(row, project, session.get_one(ModelVersion, version.id))
+
+
+def _check_fits_positions(platform: Platform, version: ModelVersionView, max_model_len: int) -> None:
+    """vLLM refuses an engine longer than the model's position embeddings only when the deployment
+    starts, and the deployment then fails; refuse it here, before anything is recorded. A config
+    with RoPE scaling stretches the limit by rules of its own: vLLM judges those."""
+    files = {entry.path: entry.key for entry in platform.artifacts.tree(version.artifact_key)}
+    if "model/config.json" not in files:
+        return
+    config = json.loads(platform.artifacts.read_bytes(files["model/config.json"]))
+    positions = config.get("max_position_embeddings")
+    if isinstance(positions, int) and not config.get("rope_scaling") and max_model_len > positions:
+        raise InvalidInput(
+            f"max_model_len {max_model_len} is longer than {version.ref} can read: its config.json "
+            f"has max_position_embeddings {positions}",
+            field="max_model_len",
+        )
 
 
 def list_deployments(platform: Platform, project: str, *, include_stopped: bool = False) -> list[DeploymentView]:

@@ -44,6 +44,22 @@ def expect_text(page: Any, selector: str, pattern: str) -> None:
     expect(page.locator(selector)).to_contain_text(re.compile(pattern), timeout=30_000)
 
 
+def fill_number(scope: Any, label: str, value: float) -> None:
+    """Fill a Gradio Number and make sure the value stuck: a Number inside an accordion that has
+    just opened can be re-rendered with its default after the fill (a CI run deployed with the
+    default 2048 instead of the 1024 filled in)."""
+    from playwright.sync_api import expect
+
+    box = scope.get_by_label(label, exact=True)
+    for _ in range(3):
+        box.fill(str(value))
+        box.press("Tab")  # Gradio's Number commits on blur
+        box.page.wait_for_timeout(300)
+        if box.input_value() == str(value):
+            break
+    expect(box).to_have_value(str(value))
+
+
 def test_wrong_password_is_a_readable_message(page: Any, ui: Ui) -> None:
     page.locator("#login-username").get_by_role("textbox").fill("owner")
     page.locator("#login-password input").fill("not the password")
@@ -173,7 +189,12 @@ def test_models_page_shows_a_version_its_lineage_and_deploys_it(page: Any, ui: U
     expect_text(page, "#model-lineage", r"tiny[\s\S]*sft@1[\s\S]*sft@2")
     assert page.locator("#model-lineage .lineage-node").count() == 3
     expect_text(page, "#model-metrics", r"train_loss")
-    page.locator("#deploy-form").get_by_label("Deployment name").fill("chat")
+    form = page.locator("#deploy-form")
+    form.get_by_label("Deployment name").fill("chat")
+    page.locator("#deploy-button").click()  # the default 2048 is longer than the tiny model reads
+    expect_text(page, "#models-status", r"max_model_len 2048 is longer than sft@2 can read.*1024")
+    form.get_by_role("button", name="Resources").click()
+    fill_number(form, "Max model length", 1024)
     page.locator("#deploy-button").click()
     expect_text(page, "#models-status", r"p/chat.*sft@2.*deploying")
     expect_text(page, "#deployments-table", r"deploying")

@@ -22,7 +22,7 @@ from deepext.config import Settings
 from deepext.platform import Platform
 from tests.helpers import ray_holders, scheduler_running
 from tests.ui.conftest import Ui, serving_ui
-from tests.ui.test_browser import expect_text, log_in, open_tab
+from tests.ui.test_browser import expect_text, fill_number, log_in, open_tab
 
 pytestmark = pytest.mark.slow
 JOB_TIMEOUT = 420_000  # ms: a GRPO job's engine and learner start on 2 shared cores
@@ -77,22 +77,6 @@ def controller_running(platform: Platform) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=30)
-
-
-def fill_number(scope: Any, label: str, value: float) -> None:
-    """Fill a Gradio Number and make sure the value stuck: a Number inside an accordion that has
-    just opened can be re-rendered with its default after the fill (a CI run deployed with the
-    default 2048 instead of the 1024 filled in)."""
-    from playwright.sync_api import expect
-
-    box = scope.get_by_label(label, exact=True)
-    for _ in range(3):
-        box.fill(str(value))
-        box.press("Tab")  # Gradio's Number commits on blur
-        box.page.wait_for_timeout(300)
-        if box.input_value() == str(value):
-            break
-    expect(box).to_have_value(str(value))
 
 
 def test_grpo_from_the_browser_to_a_streamed_chat_with_its_model(page: Any, ui: Ui) -> None:
