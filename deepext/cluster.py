@@ -9,8 +9,10 @@ import contextlib
 import ipaddress
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from deepext.airgap import ray_init_kwargs
@@ -86,6 +88,7 @@ def serve_environment(api_host: str) -> Iterator[None]:
             # 8404, so that two platforms on one machine (a developer's and the tests') coexist.
             "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            **_haproxy_files(),
         }
     added = {name: value for name, value in scoped.items() if name not in os.environ}
     os.environ.update(added)
@@ -94,6 +97,20 @@ def serve_environment(api_host: str) -> Iterator[None]:
     finally:
         for name in added:
             os.environ.pop(name, None)
+
+
+def _haproxy_files() -> dict[str, str]:
+    """HAProxy's config, sockets and state under a folder of this user's: Serve's default,
+    /tmp/haproxy-serve, belongs to whoever ran it first, and another user's platform could not
+    write there."""
+    base = Path(tempfile.gettempdir()) / f"deepext-haproxy-{os.getuid()}"
+    return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(base / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(base / "metrics.sock"),
+    }
 
 
 def haproxy_binary() -> str | None:

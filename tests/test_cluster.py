@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,9 +32,13 @@ def test_the_bundled_haproxy_runs_here() -> None:
 def test_a_loopback_api_gets_haproxy_for_the_block_only() -> None:
     with serve_environment("127.0.0.1"):
         inside = {name: os.environ.get(name) for name in (*HAPROXY_VARS, DRAIN)}
+        files = os.environ["RAY_SERVE_HAPROXY_SOCKET_PATH"]
+    # HAProxy's files under a folder of this user's, not Serve's shared /tmp/haproxy-serve.
+    assert Path(files).parent.name == f"deepext-haproxy-{os.getuid()}", files
     assert inside["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert inside["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "0"
     assert 20000 <= int(inside["RAY_SERVE_HAPROXY_STATS_PORT"] or 0) < 30000
+    assert os.environ.get("RAY_SERVE_HAPROXY_SOCKET_PATH") is None  # taken back too
     assert inside[DRAIN] == "1"  # stopping the API does not sit out a 30 s drain
     assert not any(name in os.environ for name in (*HAPROXY_VARS, DRAIN))  # a child platform picks its own
     assert os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"  # this process's Serve handles use it
