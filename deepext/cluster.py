@@ -70,10 +70,11 @@ def serve_environment(api_host: str) -> Iterator[None]:
 
     Throughput mode (gRPC between Serve's processes, each ingress replica serving HTTP itself) stays
     set, so this process's own Serve handles use it too. HAProxy in front of the API replica instead
-    of Serve's Python proxy, one Python process less on every request (on 2 cores: from ~0.45 to
-    ~0.85 of plain uvicorn's requests/s, `benchmarks/api_load.py`), only where the API listens on
-    loopback: the replica then sees HAProxy's address as the client's (the audit log's client
-    address and the per-address login limit key on it), which on loopback is 127.0.0.1 either way.
+    of Serve's Python proxy, one Python process less on every request (on 2 cores, back to back:
+    from 0.47 to 0.72 of plain uvicorn's requests/s, `benchmarks/api_load.py`), only where the API
+    listens on loopback: the replica then sees HAProxy's address as the client's (the audit log's
+    client address and the per-address login limit key on it), which on loopback is 127.0.0.1
+    either way.
     All but throughput mode is taken back after the block, so a platform that a child process starts
     picks its own."""
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
