@@ -1,6 +1,7 @@
 """Deployments: a registered model version served by Ray Serve, one application per deployment
 built with Ray Serve LLM (`ray.serve.llm`: an `LLMServer` deployment owning a vLLM async engine with
-continuous batching, replicas and autoscaling bounds). The application has no HTTP route of its
+continuous batching, replicas and autoscaling bounds; deepext's subclass `EngineServer` takes and
+returns plain JSON-shaped data). The application has no HTTP route of its
 own: clients reach it only through the platform's authenticated OpenAI-compatible gateway
 (`deepext/serve/routes/openai.py`), which calls its deployment handle.
 
@@ -415,10 +416,13 @@ def reconcile(platform: Platform) -> None:
         elif status is None and view.state == "deploying":
             try:
                 from deepext.serve.adapter_loader import AdapterLoader
+                from deepext.serve.engine_server import EngineServer
 
                 config = llm_config(platform, view)
                 bind = {"model_downloader": AdapterLoader} if view.lora_slots else None
-                application = build_llm_deployment(config, bind_kwargs=bind)
+                application = build_llm_deployment(
+                    config, bind_kwargs=bind, deployment_cls=EngineServer, name_prefix="LLMServer:"
+                )
                 serve.run(application, name=name, route_prefix=None, blocking=False)
             except Exception as exc:  # a bad model folder or config: the deployment fails, not the loop
                 _set_state(platform, deployment_id, "failed", f"{type(exc).__name__}: {exc}")

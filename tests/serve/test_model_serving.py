@@ -171,16 +171,25 @@ def test_a_deployed_version_answers_the_openai_client(
         time.sleep(0.2)
     assert version.usage_requests == 4 and version.usage_tokens > 0
 
-    # A streamed prompt over the deployment's length: the engine's error reaches the client as an
-    # error (an HTTP 400, or the stream's error event once it began), never as a server error.
-    with pytest.raises(openai.APIError) as refused:
+    # A streamed prompt over the deployment's length: vLLM refuses it before the stream begins, and
+    # the client gets a 422 naming the length, never a server error.
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
         list(client.chat.completions.create(model="p/chat", messages=[{"role": "user", "content": "word " * 400}],
                                             max_tokens=4, stream=True))  # fmt: skip
-    assert not isinstance(refused.value, openai.InternalServerError), refused.value
     assert "256" in str(refused.value), refused.value
 
-    with platform.db.session() as session:  # model calls are usage, not changes: no audit rows
-        assert session.scalars(select(AuditEntry).where(AuditEntry.resource.like("POST /v1/%"))).all() == []
+    # vLLM's request model (run in the engine's replica, not the API's) refuses a malformed body: a
+    # 422 naming the body.
+    member = {"Authorization": f"Bearer {tokens['member']}"}
+    malformed = httpx.post(f"{url}/v1/chat/completions", json={"model": "p/chat", "messages": "hi"}, headers=member)
+    error = malformed.json()["error"]
+    assert malformed.status_code == 422 and error["field"] == "body", malformed.text
+    assert "invalid chat request" in error["message"] and "messages" in error["message"]
+
+    # Model calls are usage, not changes: the audit log holds the two refusals and no answered call.
+    with platform.db.session() as session:
+        rows = session.scalars(select(AuditEntry).where(AuditEntry.resource.like("POST /v1/%"))).all()
+        assert [(r.outcome, r.detail) for r in rows] == [("invalid", {"status": 422})] * 2
 
     _evaluate_through_the_gateway(platform, url, tokens, tmp_path)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -37,6 +36,7 @@ from deepext.serve.providers.registry import (
     provider_models,
     resolve_provider_model,
 )
+from deepext.serve.sse import carries_text
 from deepext.serve.usage import UsageMeter, record_call, record_call_soon
 
 
@@ -50,7 +50,6 @@ async def _provider_http_lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(prefix="/v1", tags=["openai"], lifespan=_provider_http_lifespan)
-_TOKEN_TEXT = re.compile(r'"(?:content|text)":"[^"]')  # a chunk carrying generated text
 
 
 class ModelCard(BaseModel):
@@ -208,31 +207,25 @@ async def _forward_to_deployment(
     sources: list[dict[str, Any]] | None = None,
 ) -> Any:
     from ray import serve
-    from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest, ErrorResponse
 
     public_name = body["model"]
     body["model"] = view.engine_model
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     if body.get("stream"):  # ask for the usage chunk: every call is accounted
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-    schema = ChatCompletionRequest if kind == "chat" else CompletionRequest
-    try:
-        parsed = schema.model_validate(body)
-    except ValueError as exc:
-        raise InvalidInput(f"invalid {kind} request: {exc}", field="body") from exc
     handle = serve.get_deployment_handle(view.handle, app_name=view.app)
     if view.host_deployment_id is not None:  # a LoRA version: Serve routes to replicas holding its adapter
         handle = handle.options(multiplexed_model_id=view.engine_model)
-    stream = getattr(handle.options(stream=True), kind).remote(parsed, None)
+    stream: Any = handle.options(stream=True, method_name="call").remote(kind, body)  # EngineServer.call
     first = await stream.__anext__()
     head = first[0] if isinstance(first, list) and first else first
-    if isinstance(head, ErrorResponse):
-        message = head.error.message.replace(body["model"], public_name)
-        raise (
-            InvalidInput(message, field=head.error.param) if 400 <= int(head.error.code) < 500 else Unavailable(message)
-        )
+    if _is_error(head):
+        error = head["error"]
+        message = str(error["message"]).replace(body["model"], public_name)
+        code = int(error.get("code") or 500)
+        raise InvalidInput(message, field=error.get("param")) if 400 <= code < 500 else Unavailable(message)
     if not isinstance(first, list):  # one whole answer
-        answer = first.model_dump(mode="json")
+        answer = first
         answer["model"] = public_name
         if sources is not None:
             answer["sources"] = sources
@@ -315,7 +308,7 @@ async def _events(
         error = next((item for item in batch if not isinstance(item, str)), None)
         batch = [item for item in batch if isinstance(item, str)]
         text = "".join(batch).replace(f'"model":{engine_name}', f'"model":{public}')
-        if meter.ttft_ms is None and _TOKEN_TEXT.search(text):
+        if meter.ttft_ms is None and carries_text(text):
             meter.first_token()
         if '"usage":{' in text:
             meter.add_usage(_last_usage(text))
@@ -335,13 +328,17 @@ async def _events(
         batch = batch if isinstance(batch, list) else [batch]
 
 
-def _engine_error_event(error: Any, engine_model: str, public_name: str, meter: UsageMeter) -> str:
+def _is_error(item: Any) -> bool:
+    """An OpenAI error object from the engine (`{"error": {"message": ...}}`, see `EngineServer`)."""
+    return isinstance(item, dict) and isinstance(item.get("error"), dict)
+
+
+def _engine_error_event(error: dict[str, Any], engine_model: str, public_name: str, meter: UsageMeter) -> str:
     """An error the engine sent mid-stream, as the event that ends the stream, with the public name."""
-    detail = getattr(error, "error", None)
-    message = str(getattr(detail, "message", error)).replace(engine_model, public_name)
-    code = int(getattr(detail, "code", 500) or 500)
+    detail = error.get("error") or {"message": str(error)}
+    message = str(detail.get("message")).replace(engine_model, public_name)
     meter.fail(message)
-    return error_event(message, code, str(getattr(detail, "type", "engine_error")))
+    return error_event(message, int(detail.get("code") or 500), str(detail.get("type") or "engine_error"))
 
 
 def _last_usage(text: str) -> dict[str, Any] | None:
