@@ -58,7 +58,7 @@ index_args=()
 # constraints - is handed to it, with pip's rule of taking the best version from any index) in a
 # third of the time; where uv cannot be had, pip does it. Like pip it compiles the bytecode: under
 # PYTHONDONTWRITEBYTECODE every Ray worker and vLLM process would otherwise compile torch, vLLM and
-# transformers from source on each import (the test suite ran a sixth slower).
+# transformers from source on each import (the test suite took about half again as long).
 installer=("${pip[@]}" install -q)
 "${pip[@]}" install -q uv 2>&1 | grep -v "^WARNING: Location" >&2 || true
 if [ -x "$venv/bin/uv" ]; then
