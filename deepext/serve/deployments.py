@@ -1,9 +1,9 @@
 """Deployments: a registered model version served by Ray Serve, one application per deployment
 built with Ray Serve LLM (`ray.serve.llm`: an `LLMServer` deployment owning a vLLM async engine with
 continuous batching, replicas and autoscaling bounds; deepext's subclass `EngineServer` takes and
-returns plain JSON-shaped data). The application has no HTTP route of its
-own: clients reach it only through the platform's authenticated OpenAI-compatible gateway
-(`deepext/serve/routes/openai.py`), which calls its deployment handle.
+returns plain JSON-shaped data). The application has no HTTP route of its own: clients reach it
+only through the platform's authenticated OpenAI-compatible gateway (`deepext/serve/routes/openai.py`),
+which calls its deployment handle.
 
 `create_deployment` / `stop_deployment` only record the wish (with its audit row);
 `reconcile` - run by `deepext up` next to the job scheduler - makes Serve match it and records
@@ -36,6 +36,7 @@ ACTIVE = ("deploying", "running")
 MAX_LORA_SLOTS = 64
 MAX_LORA_RANK = 64  # the largest adapter rank a LoRA-enabled engine accepts
 STATES = ("deploying", "running", "failed", "stopping", "stopped")
+SERVER_PREFIX = "LLMServer:"  # the engine's Serve deployment is SERVER_PREFIX + its model id
 _PUBLIC_NAME = re.compile(r"^(?P<project>[a-z0-9][a-z0-9_-]*)/(?P<name>[a-z0-9][a-z0-9_-]*)$")
 
 
@@ -101,7 +102,7 @@ def _view(row: Deployment, project: str, version: ModelVersion) -> DeploymentVie
         lora_slots=row.lora_slots,
         host_deployment_id=row.host_deployment_id,
         app=app_name(host),
-        handle=f"LLMServer:{engine_model_id(host)}",
+        handle=SERVER_PREFIX + engine_model_id(host),
         engine_model=engine_model,
         error=row.error,
         created_by=row.created_by,
@@ -421,7 +422,7 @@ def reconcile(platform: Platform) -> None:
                 config = llm_config(platform, view)
                 bind = {"model_downloader": AdapterLoader} if view.lora_slots else None
                 application = build_llm_deployment(
-                    config, bind_kwargs=bind, deployment_cls=EngineServer, name_prefix="LLMServer:"
+                    config, bind_kwargs=bind, deployment_cls=EngineServer, name_prefix=SERVER_PREFIX
                 )
                 serve.run(application, name=name, route_prefix=None, blocking=False)
             except Exception as exc:  # a bad model folder or config: the deployment fails, not the loop
