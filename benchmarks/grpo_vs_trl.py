@@ -35,6 +35,7 @@ machine took cores during the run (CPU/wall near 2 on 2 cores: it did not).
 
     .venv/bin/python benchmarks/grpo_vs_trl.py [--steps 4] [--repeats 2] [--model-size 23m] [--dtype float32]
         [--threads-per-worker 0]   # each deepext actor on one thread instead of every core
+        [--compile]                # both compile: deepext's model.compile, TRL's torch_compile
 
 deepext generates and learns one after the other, so by default both its actors (1 Ray CPU each)
 set `resources.threads_per_worker` to the core count: each phase uses every core, as TRL does.
@@ -151,7 +152,7 @@ def run_deepext(args: argparse.Namespace, model: Path, data: Path, output: Path)
 
     config = {
         "name": "grpo-vs-trl",
-        "model": {"path": str(model), "dtype": args.dtype},
+        "model": {"path": str(model), "dtype": args.dtype, "compile": args.compile},
         "data": {"path": str(data), "chat_template": False, "max_prompt_tokens": 256},
         "rewards": [{"name": "contains", "params": REWARD_PARAMS, "alias": "keywords"}],
         "sampling": {
@@ -237,6 +238,7 @@ def run_trl(args: argparse.Namespace, model: Path, records: list[dict[str, Any]]
         use_cpu=True,
         bf16=args.dtype == "bfloat16",  # mixed precision: float32 weights, bfloat16 autocast (as deepext)
         gradient_checkpointing=False,  # TRL's default is True; off, TRL does no recomputation (as deepext)
+        torch_compile=args.compile,
         seed=args.seed,
         max_steps=args.steps,
         learning_rate=args.lr,
@@ -377,6 +379,12 @@ def parse_args() -> argparse.Namespace:
         default="bfloat16",
         help="compute dtype, both sides (bfloat16: TRL's default; float32 weights and optimizer either way)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="both sides compile: deepext's model.compile (its learner's layers and vLLM's graph) and TRL's "
+        "torch_compile (its trained model); the one-time compile falls in the warm-up step",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "deepext-grpo-vs-trl")
     parser.add_argument("--only", choices=("deepext", "trl"), help="run one contender (no ratio)")
@@ -408,7 +416,7 @@ def main() -> None:
     print(
         f"{args.steps} steps x {SAMPLES_PER_STEP} samples ({PROMPTS_PER_STEP} prompts x G={GROUP_SIZE}, "
         f"{MAX_NEW_TOKENS} new tokens), lr {args.lr:g}, micro-batch {args.micro_batch_size}, "
-        f"{args.repeats} repeat(s), {args.dtype}, {os.cpu_count()} CPUs",
+        f"{args.repeats} repeat(s), {args.dtype}{', compiled' if args.compile else ''}, {os.cpu_count()} CPUs",
         flush=True,
     )
 

@@ -86,6 +86,34 @@ class LearnerBatch:
         """The same rows, shortest first, so micro-batches group similar lengths and pad little."""
         return self.rows(torch.argsort(self.attention_mask.sum(dim=1), stable=True))
 
+    def grouped_by_prompt(self) -> LearnerBatch:
+        """The same rows with each prompt's rows together (longest group last, shortest row first in a
+        group), so a micro-batch holds few distinct prompts for the learner to run once each."""
+        if self.size == 0:
+            return self
+        _, prompt_of_row = self.distinct_prompts()
+        lengths = self.attention_mask.sum(dim=1)
+        group_length = torch.zeros(int(prompt_of_row.max().item()) + 1, dtype=lengths.dtype)
+        group_length = group_length.scatter_reduce(0, prompt_of_row, lengths, "amax")
+        order = torch.argsort(lengths, stable=True)
+        order = order[torch.argsort(prompt_of_row[order], stable=True)]
+        order = order[torch.argsort(group_length[prompt_of_row[order]], stable=True)]
+        return self.rows(order)
+
+    def distinct_prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the first row holding each distinct prompt, each row's index into those rows).
+
+        Rows of one GRPO group carry the same prompt with the same left padding, so they compare equal."""
+        prompts = torch.cat([self.input_ids[:, : self.prompt_len], self.attention_mask[:, : self.prompt_len]], dim=1)
+        _, prompt_of_row = torch.unique(prompts, dim=0, return_inverse=True)
+        # torch.unique sorts the prompts; renumber them by first appearance so the first row stays first.
+        first_rows = torch.full((int(prompt_of_row.max().item()) + 1,), self.size, dtype=torch.long)
+        first_rows = first_rows.scatter_reduce(0, prompt_of_row, torch.arange(self.size), "amin")
+        order = torch.argsort(first_rows)
+        renumber = torch.empty_like(order)
+        renumber[order] = torch.arange(len(order))
+        return first_rows[order], renumber[prompt_of_row]
+
     def with_nonzero_advantage(self) -> LearnerBatch:
         """The rows that can move the policy. Without a KL term, a row whose advantage is 0 (every
         row of a group whose rewards are all equal) has exactly zero loss and gradient."""

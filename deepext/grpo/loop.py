@@ -199,6 +199,7 @@ def start_rollout_workers(cfg: GRPOConfig) -> list[Any]:
             seed=cfg.schedule.seed + index,
             threads=resources.threads_per_worker,
             dtype=cfg.model.dtype,
+            compile=cfg.model.compile,
         )
         for index in range(resources.num_rollout_workers)
     ]

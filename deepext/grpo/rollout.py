@@ -53,9 +53,17 @@ class RolloutWorker:
     """One vLLM engine in one Ray actor (create with `ray.remote(RolloutWorker).options(...)`)."""
 
     def __init__(
-        self, model_path: str, *, max_model_len: int, seed: int = 0, threads: int | None = None, dtype: str = "auto"
+        self,
+        model_path: str,
+        *,
+        max_model_len: int,
+        seed: int = 0,
+        threads: int | None = None,
+        dtype: str = "auto",
+        compile: bool = False,
     ) -> None:
-        """`dtype` is the GRPO config's `model.dtype`: the engine samples in the dtype the learner computes in."""
+        """`dtype` is the GRPO config's `model.dtype`: the engine samples in the dtype the learner computes in.
+        `compile`: on CPU, let vLLM compile its model (fused norms and activations) rather than run eagerly."""
         # The engine runs inside this actor's process: no extra engine process, no IPC hop.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if threads:
@@ -67,7 +75,12 @@ class RolloutWorker:
 
         started = time.perf_counter()
         self.llm = open_llm(
-            model_path, max_model_len=max_model_len, seed=seed, dtype=dtype, logprobs_mode="processed_logprobs"
+            model_path,
+            max_model_len=max_model_len,
+            seed=seed,
+            dtype=dtype,
+            logprobs_mode="processed_logprobs",
+            **({"enforce_eager": False} if compile else {}),
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0

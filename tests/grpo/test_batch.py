@@ -45,6 +45,28 @@ def test_sorting_by_length_keeps_every_row_and_reduces_padding() -> None:
     assert sum(m.input_ids.numel() for m in ordered.micro_batches(2)) < padded
 
 
+def test_rows_of_one_prompt_are_found_as_one_prompt() -> None:
+    a, b = [7, 8, 9], [4]  # b is left-padded: the padding is part of what must match
+    rows = [SampledSequence(p, [10 + i], [-0.1], 1.0) for i, p in enumerate([b, a, b, a, [7, 8]])]
+    first_rows, prompt_of_row = build_batch(rows, pad_id=0).distinct_prompts()
+    assert first_rows.tolist() == [0, 1, 4]  # in order of first appearance
+    assert prompt_of_row.tolist() == [0, 1, 0, 1, 2]
+
+
+def test_grouping_by_prompt_keeps_each_prompts_rows_together() -> None:
+    long, short = [1, 2], [3]
+    rows = [
+        SampledSequence(long, [10, 11, 12], [-0.1] * 3, 1.0),
+        SampledSequence(short, [13], [-0.1], 2.0),
+        SampledSequence(long, [14], [-0.1], 3.0),
+        SampledSequence(short, [15, 16], [-0.1] * 2, 4.0),
+    ]
+    grouped = build_batch(rows, pad_id=0).grouped_by_prompt()
+    # the short prompt's group is shorter at its longest, so it comes first; short rows first within a group
+    assert grouped.advantages.tolist() == [2.0, 4.0, 3.0, 1.0]
+    assert [m.distinct_prompts()[0].numel() for m in grouped.micro_batches(2)] == [1, 1]
+
+
 def test_mismatched_logprobs_are_refused() -> None:
     with pytest.raises(ValueError, match="sequence 0: 2 tokens but 1 logprobs"):
         build_batch([SampledSequence([1], [2, 3], [-0.1], 0.0)], pad_id=0)

@@ -14,7 +14,7 @@ import torch
 
 from deepext.grpo.batch import LearnerBatch, SampledSequence, build_batch
 from deepext.grpo.config import parse_config
-from deepext.grpo.learner import PolicyLearner
+from deepext.grpo.learner import CPU_EAGER_MAX_TOKENS, PolicyLearner, attention_kernel, full_attention_cache
 from tests.helpers import registered_checkpoints, wait_until, wait_until_held
 
 
@@ -83,6 +83,105 @@ def test_gradient_checkpointing_gives_the_same_update(tiny_model: Path, lora: bo
     assert plain_grad.abs().max().item() > 0
     torch.testing.assert_close(checkpointed_grad, plain_grad, rtol=1e-5, atol=1e-6 * plain_grad.abs().max().item())
     torch.testing.assert_close(checkpointed_params, plain_params)
+
+
+def grouped_batch(vocab: int = 400, prompts: int = 3, group: int = 4) -> LearnerBatch:
+    """GRPO-shaped: `group` completions of different lengths after each of `prompts` prompts."""
+    generator = torch.Generator().manual_seed(1)
+    sequences = []
+    for index in range(prompts):
+        prompt = torch.randint(3, vocab, (4 + 3 * index,), generator=generator).tolist()
+        for row in range(group):
+            completion = torch.randint(3, vocab, (2 + (row * 3) % 7,), generator=generator).tolist()
+            logprobs = (-torch.rand(len(completion), generator=generator) * 6).tolist()
+            sequences.append(SampledSequence(prompt, completion, logprobs, float(row % 3) - 1.0))
+    return build_batch(sequences, pad_id=0)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_sharing_prompts_gives_the_same_update_from_one_pass_per_prompt(tiny_model: Path, lora: bool) -> None:
+    config = learner_config(tiny_model, kl_coef=0.05)  # the KL reference goes through the same path
+    config["resources"]["micro_batch_size"] = 6  # micro-batches that hold one prompt's rows and parts of two
+    if lora:
+        config["model"]["lora"] = {"rank": 4, "alpha": 8}
+    batch = grouped_batch()
+    updates, embedded_rows = [], []
+    for share in (False, True):
+        grpo = parse_config({**config, "resources": {**config["resources"], "share_prompts": share}})
+        torch.manual_seed(0)
+        learner = PolicyLearner(grpo, device=torch.device("cpu"), total_steps=1)
+        assert learner.shares_prompts is share
+        rows: list[int] = []
+        learner.model.get_input_embeddings().register_forward_hook(
+            lambda _m, args, _o, rows=rows: rows.append(args[0].shape[0])
+        )
+        learner.learn(batch, num_tokens=batch.num_tokens, num_seqs=batch.size)
+        updates.append(flat_gradients(learner.model))
+        embedded_rows.append(rows)
+    # Without sharing every pass embeds whole micro-batches; with it, the prompts' passes embed one
+    # row per distinct prompt (1 or 2 of the 6 rows).
+    assert set(embedded_rows[0]) == {6}
+    assert {1, 2} & set(embedded_rows[1])
+    plain, shared = updates  # gradients; AdamW's first step is about lr * sign(g), which rounding can flip
+    assert plain.abs().max().item() > 0
+    torch.testing.assert_close(shared, plain, rtol=1e-4, atol=1e-5 * plain.abs().max().item())
+
+
+def test_gradient_checkpointing_turns_prompt_sharing_off(tiny_model: Path) -> None:
+    config = learner_config(tiny_model)
+    config["model"]["gradient_checkpointing"] = True
+    learner = PolicyLearner(parse_config(config), device=torch.device("cpu"), total_steps=1)
+    assert learner.shares_prompts is False  # Hugging Face drops the KV cache the prompts' pass fills
+
+
+@pytest.mark.slow
+def test_compiled_decoder_layers_make_the_same_update(tiny_model: Path) -> None:
+    batch = grouped_batch()
+    updates = []
+    for compiled in (False, True):
+        config = learner_config(tiny_model)
+        config["model"]["compile"] = compiled
+        torch.manual_seed(0)
+        learner = PolicyLearner(parse_config(config), device=torch.device("cpu"), total_steps=1)
+        assert learner.shares_prompts is not compiled
+        if compiled:
+            layers = [m for m in learner.model.modules() if type(m).__name__ == "Qwen2DecoderLayer"]
+            assert len(layers) == 2 and all(layer._compiled_call_impl is not None for layer in layers)
+        learner.learn(batch, num_tokens=batch.num_tokens, num_seqs=batch.size)
+        updates.append(flat_gradients(learner.model))
+    assert updates[0].abs().max().item() > 0
+    torch.testing.assert_close(updates[1], updates[0], rtol=1e-4, atol=1e-5 * updates[0].abs().max().item())
+
+
+def test_prompts_are_shared_only_over_a_full_attention_cache() -> None:
+    from transformers import Gemma2Config, MistralConfig
+
+    assert full_attention_cache(MistralConfig(sliding_window=None))
+    assert not full_attention_cache(MistralConfig(sliding_window=64))  # a window's cache drops old keys
+    assert not full_attention_cache(Gemma2Config())  # sliding and full layers alternate
+
+
+def test_attention_kernel_on_cpu_follows_the_row_length() -> None:
+    assert attention_kernel("auto", "cpu", CPU_EAGER_MAX_TOKENS) == "eager"
+    assert attention_kernel("auto", "cpu", CPU_EAGER_MAX_TOKENS + 1) == "sdpa"
+    assert attention_kernel("auto", "cuda", 16) == "sdpa"
+    assert attention_kernel("sdpa", "cpu", 16) == "sdpa"
+    assert attention_kernel("eager", "cuda", 4096) == "eager"
+
+
+def test_eager_and_sdpa_attention_make_the_same_update(tiny_model: Path) -> None:
+    batch = fixed_batch()
+    updates, kernels = [], []
+    for attention in ("sdpa", "auto"):
+        config = learner_config(tiny_model)
+        config["model"]["attention"] = attention
+        torch.manual_seed(0)
+        learner = PolicyLearner(parse_config(config), device=torch.device("cpu"), total_steps=1)
+        learner.learn(batch, num_tokens=batch.num_tokens, num_seqs=batch.size)
+        kernels.append(learner.model.config._attn_implementation)
+        updates.append(flat_gradients(learner.model))
+    assert kernels == ["sdpa", "eager"]  # auto: short rows on a CPU take eager attention
+    torch.testing.assert_close(updates[1], updates[0], rtol=1e-4, atol=1e-5 * updates[0].abs().max().item())
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
