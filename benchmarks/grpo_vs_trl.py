@@ -19,8 +19,9 @@ tokens), beta 0 (kl_coef 0), epsilon 0.2 = epsilon_high (clip_low = clip_high = 
 num_iterations 1, scale_rewards "group" (advantage "grpo") - and the Trainer's AdamW, linear decay,
 no warmup, no weight decay, grad clip 1.0; micro-batches of 16 on both sides (TRL: 8 accumulation
 steps per optimizer step, one `generate` of all 128 per step), bf16 (TRL's default; `--dtype
-float32` turns it off on both sides). Not a TRL default: gradient checkpointing off (TRL's default
-on would recompute the forward pass).
+float32` turns it off on both sides). Not TRL defaults: gradient checkpointing off (TRL's default
+on would recompute the forward pass), and `torch_compile` on, because deepext compiles too
+(`model.compile`; `--no-compile` turns both off).
 deepext keeps its truncated importance sampling (cap 2) for the vLLM-vs-learner mismatch, which
 TRL's own vLLM path also corrects by default; HF `generate` needs none.
 
@@ -33,13 +34,13 @@ samples per step, so they compare per sample), deepext's split (generate / score
 and TRL's generate time, and TRL's CPU time per step, which shows whether other work on a shared
 machine took cores during the run (CPU/wall near 2 on 2 cores: it did not).
 
-    .venv/bin/python benchmarks/grpo_vs_trl.py [--steps 4] [--repeats 2] [--model-size 23m] [--dtype float32]
+    .venv/bin/python benchmarks/grpo_vs_trl.py [--steps 8] [--repeats 2] [--model-size 23m] [--dtype float32]
         [--threads-per-worker 0]   # each deepext actor on one thread instead of every core
-        [--compile]                # both compile: deepext's model.compile, TRL's torch_compile
+        [--no-compile]             # neither compiles (by default both do: deepext's model.compile, TRL's torch_compile)
 
 deepext generates and learns one after the other, so by default both its actors (1 Ray CPU each)
 set `resources.threads_per_worker` to the core count: each phase uses every core, as TRL does.
-The defaults take about 5 minutes on 2 cores (10 with `--dtype float32`); `--model-size tiny` is a
+The defaults take about 12 minutes on 2 cores (5 with `--steps 4`); `--model-size tiny` is a
 one-minute smoke test.
 The last line is machine-readable:
 
@@ -361,7 +362,9 @@ def summarize(runs: dict[str, list[RunFigures]]) -> dict[str, float]:
 # ---------------------------------------------------------------- main
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4, help="training steps per run (the first is warm-up)")
+    parser.add_argument(
+        "--steps", type=int, default=8, help="training steps per run (the first is warm-up; 4 leave rewards to noise)"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="deepext-then-TRL rounds")
     parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="23m")
     parser.add_argument("--lr", type=float, default=5e-5, help="learning rate, both sides")
@@ -381,9 +384,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--compile",
-        action="store_true",
-        help="both sides compile: deepext's model.compile (its learner's layers and vLLM's graph) and TRL's "
-        "torch_compile (its trained model); the one-time compile falls in the warm-up step",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="both sides compile (default): deepext's model.compile (its learner's layers and vLLM's graph) and "
+        "TRL's torch_compile (its trained model); the one-time compile falls in the warm-up step",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "deepext-grpo-vs-trl")

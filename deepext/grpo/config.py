@@ -52,14 +52,15 @@ class ModelSettings(_Strict):
         False,
         description="torch.compile the learner's decoder layers (dynamic shapes) and, on CPU, let vLLM compile "
         "its model too (on GPU it always does): on this project's CPU a micro-batch took 27% less time, after a "
-        "one-time compile of about 20 s in the learner and 15 s in each engine. Worth it for runs of more than a "
-        "few minutes. Prompts are then not shared (the KV cache breaks the compiled layers).",
+        "one-time compile of about 20 s in the learner, and each engine started about 15 s later with an empty "
+        "compile cache. Worth it for runs of more than a few minutes. Prompts are then not shared (the KV "
+        "cache breaks the compiled layers).",
     )
     attention: Literal["auto", "sdpa", "eager"] = Field(
         "auto",
         description="The learner's attention kernel. auto: SDPA on GPU; on CPU, Hugging Face's eager (matrix "
         "multiply) attention for micro-batches of up to 256 tokens a row and SDPA for longer ones, because "
-        "SDPA's CPU backward is slow on short rows (docs/grpo.md, Speed).",
+        "SDPA's CPU backward is slow on short rows (docs/grpo.md, Learner speed).",
     )
 
 

@@ -102,8 +102,8 @@ class PolicyLearner:
             self.reference = reference.to(device).eval().requires_grad_(False)
         self.model = model.to(device)
         self.model.train()
-        if config.model.compile:
-            compile_decoder_layers(self.model)
+        if config.model.compile and not compile_decoder_layers(self.model):
+            raise ValueError(f"model.compile: {config.model.path} has no Hugging Face decoder layers to compile")
         for network in (self.model, self.reference):
             if network is not None and network.get_output_embeddings() is not None:
                 network.get_output_embeddings().register_forward_pre_hook(_contiguous_input)
