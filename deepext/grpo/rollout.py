@@ -92,7 +92,14 @@ class RolloutWorker:
 
     def ready(self) -> dict[str, Any]:
         node = current_node_id()
-        return {"version": self.version, "start_seconds": self.start_seconds, "pid": os.getpid(), "node_id": node}
+        compiled = not self.llm.llm_engine.vllm_config.model_config.enforce_eager
+        return {
+            "version": self.version,
+            "start_seconds": self.start_seconds,
+            "pid": os.getpid(),
+            "node_id": node,
+            "compiled": compiled,
+        }
 
     def generate(
         self,

@@ -64,6 +64,7 @@ def test_full_weights_sync_makes_vllm_greedy_match_the_learner(
 ) -> None:
     from transformers import AutoModelForCausalLM
 
+    assert worker.ready()["compiled"] is False  # eager on a CPU unless model.compile asks otherwise
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     before = [c.token_ids for c in worker.greedy(PROMPTS, NEW_TOKENS)]
     assert before == hf_greedy(model, PROMPTS)
@@ -72,6 +73,28 @@ def test_full_weights_sync_makes_vllm_greedy_match_the_learner(
     assert expected != before  # the change is visible in greedy output
     assert worker.update_weights(publish_weights(rollout_state_dict(model), 1, tmp_path)) == 1
     assert [c.token_ids for c in worker.greedy(PROMPTS, NEW_TOKENS)] == expected
+
+
+@pytest.mark.slow
+def test_a_compiled_engine_samples_the_synced_weights(ray_session: str, tiny_model: Path, tmp_path: Path) -> None:
+    """`model.compile` lets vLLM compile its graph on a CPU; weights reloaded in place still reach it.
+    In its own actor, so this process's eager engine and the compiled one do not share vLLM's globals."""
+    import ray
+    from transformers import AutoModelForCausalLM
+
+    engine = ray.remote(RolloutWorker).options(num_cpus=1).remote(str(tiny_model), max_model_len=128, compile=True)
+    try:
+        assert ray.get(engine.ready.remote(), timeout=300)["compiled"] is True
+        model = AutoModelForCausalLM.from_pretrained(tiny_model)
+        greedy = ray.get(engine.greedy.remote(PROMPTS, NEW_TOKENS), timeout=120)
+        assert [c.token_ids for c in greedy] == hf_greedy(model, PROMPTS)
+        perturb(model, 0.05, seed=1)
+        assert ray.get(engine.update_weights.remote(publish_weights(rollout_state_dict(model), 1, tmp_path))) == 1
+        greedy = ray.get(engine.greedy.remote(PROMPTS, NEW_TOKENS), timeout=120)
+        assert [c.token_ids for c in greedy] == hf_greedy(model, PROMPTS)
+    finally:
+        ray.get(engine.shutdown.remote(), timeout=60)
+        ray.kill(engine)
 
 
 @pytest.mark.slow
