@@ -27,17 +27,25 @@ def on_gpu() -> bool:
 
 
 def open_llm(
-    model: Path | str, *, max_model_len: int = 1024, seed: int = 0, dtype: str = "auto", **engine_args: Any
+    model: Path | str,
+    *,
+    max_model_len: int = 1024,
+    seed: int = 0,
+    dtype: str = "auto",
+    compile: bool = False,
+    **engine_args: Any,
 ) -> LLM:
     """A vLLM `LLM` for `model` (a local folder or hub id), with CPU-safe defaults off a GPU.
 
-    `dtype` "auto" is float32 on a CPU and the checkpoint's own dtype on a GPU."""
+    `dtype` "auto" is float32 on a CPU and the checkpoint's own dtype on a GPU. On a CPU the model
+    runs eagerly unless `compile` (a compile of ~15 s at start for fused norms and activations:
+    sampling ~13% faster, docs/grpo.md); on a GPU vLLM always compiles."""
     from vllm import LLM
 
     args: dict[str, Any] = {"max_model_len": max_model_len, "seed": seed}
     if not on_gpu():
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
-        args.update(dtype="float32", enforce_eager=True)
+        args.update(dtype="float32", enforce_eager=not compile)
     if dtype != "auto":
         args["dtype"] = dtype
     args.update(engine_args)

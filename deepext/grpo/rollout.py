@@ -80,7 +80,7 @@ class RolloutWorker:
             seed=seed,
             dtype=dtype,
             logprobs_mode="processed_logprobs",
-            **({"enforce_eager": False} if compile else {}),
+            compile=compile,
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0
