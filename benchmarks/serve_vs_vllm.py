@@ -1,15 +1,20 @@
-"""Model serving throughput: a deployment through deepext's authenticated /v1 gateway on Ray Serve
-against vLLM's own OpenAI server (`vllm serve`), same tiny model, same engine settings, same load.
+"""Model serving throughput: a deployment on Ray Serve, called at its direct endpoint and through
+deepext's /v1 gateway, against vLLM's own OpenAI server (`vllm serve`), same tiny model, same
+engine settings, same load.
 
 In one process run: a tiny random Qwen2-shaped model is built; `--clients` concurrent clients
 (asyncio + aiohttp, in a second process) stream chat completions of exactly `--tokens` tokens
 (`ignore_eos`) for `--seconds`, first against `python -m vllm.entrypoints.openai.api_server`, then
 against the same model deployed with deepext (REST API and deployment on a local Ray Serve, calls
-authenticated with a platform token). Both engines: float32, eager, 1 GiB KV cache, 256 tokens.
+authenticated with a platform token): at the deployment's direct endpoint
+(`/deployments/bench/tiny/v1`: HAProxy -> the engine's replica) and through the gateway (`/v1`:
+HAProxy -> API replica -> the engine's replica). Both engines: float32, eager, 1 GiB KV cache,
+256 tokens.
 
     .venv/bin/python benchmarks/serve_vs_vllm.py [--clients 8] [--tokens 32] [--seconds 20]
 
-Last line: `serve_vs_vllm tokens_per_s deepext=X vllm=Y ratio=Z ttft_p50_ms deepext=.. vllm=.. ttft_p99_ms ..`
+Last line: `serve_vs_vllm tokens_per_s direct=X gateway=Y vllm=Z ratio=X/Z gateway_ratio=Y/Z
+ttft_p50_ms direct=.. gateway=.. vllm=.. ttft_p99_ms ..`
 """
 
 from __future__ import annotations
@@ -163,7 +168,7 @@ def _vllm_serve(model: Path, args: argparse.Namespace) -> dict[str, Any]:
         server.wait(timeout=60)
 
 
-def _deepext(model: Path, home: Path, args: argparse.Namespace) -> dict[str, Any]:
+def _deepext(model: Path, home: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     import datetime as dt
 
     import ray
@@ -201,7 +206,8 @@ def _deepext(model: Path, home: Path, args: argparse.Namespace) -> dict[str, Any
             if time.monotonic() > deadline or get_deployment(platform, "bench", "tiny").state == "failed":
                 raise RuntimeError(f"deployment did not come up: {get_deployment(platform, 'bench', 'tiny')}")
             time.sleep(1)
-        return _measure(url, key, "bench/tiny", args)
+        direct = _measure(f"{url}/deployments/bench/tiny", key, "bench/tiny", args)
+        return {"direct": direct, "gateway": _measure(url, key, "bench/tiny", args)}
     finally:
         ray.shutdown()
 
@@ -224,18 +230,22 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="deepext-serve-bench-"))
     model = create_tiny_model(work / "tiny", TinyModelSpec(seed=3))
-    results = {"vllm": _vllm_serve(model, args), "deepext": _deepext(model, work / "home", args)}
+    results = {"vllm": _vllm_serve(model, args), **_deepext(model, work / "home", args)}
     for name, r in results.items():
         print(
             f"{name:8s} {r['tokens_per_s']:8.1f} tokens/s  TTFT p50 {r['ttft_p50_ms']:7.1f} ms  "
             f"p99 {r['ttft_p99_ms']:7.1f} ms  ({r['requests']} requests, {r['errors']} errors)"
         )
-    ours, theirs = results["deepext"], results["vllm"]
+    vllm = results["vllm"]["tokens_per_s"]
+
+    def each(key: str) -> str:
+        return " ".join(f"{name}={results[name][key]:.1f}" for name in ("direct", "gateway", "vllm"))
+
     print(
-        f"serve_vs_vllm tokens_per_s deepext={ours['tokens_per_s']:.1f} vllm={theirs['tokens_per_s']:.1f} "
-        f"ratio={ours['tokens_per_s'] / theirs['tokens_per_s']:.2f} "
-        f"ttft_p50_ms deepext={ours['ttft_p50_ms']:.1f} vllm={theirs['ttft_p50_ms']:.1f} "
-        f"ttft_p99_ms deepext={ours['ttft_p99_ms']:.1f} vllm={theirs['ttft_p99_ms']:.1f}"
+        f"serve_vs_vllm tokens_per_s {each('tokens_per_s')} "
+        f"ratio={results['direct']['tokens_per_s'] / vllm:.2f} "
+        f"gateway_ratio={results['gateway']['tokens_per_s'] / vllm:.2f} "
+        f"ttft_p50_ms {each('ttft_p50_ms')} ttft_p99_ms {each('ttft_p99_ms')}"
     )
 
 

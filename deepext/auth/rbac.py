@@ -217,6 +217,11 @@ class Authorizer:
                 self._loaded_version = version
         return version
 
+    @property
+    def version(self) -> int | None:
+        """The access version of the loaded rules (None before the first `refresh`)."""
+        return self._loaded_version
+
     def allowed(self, subject: str, domain: str, resource: str, action: str) -> bool:
         key = (subject, domain, resource, action)
         with self._lock:

@@ -60,6 +60,7 @@ class DeploymentView:
     app: str  # the Ray Serve application owning the engine
     handle: str  # its LLMServer deployment
     engine_model: str  # the model id the engine answers to (the gateway sends this)
+    direct_path: str | None  # its own endpoint's base path, served by the engine's replicas (not LoRA guests)
     error: str | None
     created_by: str
     created_at: str
@@ -68,6 +69,12 @@ class DeploymentView:
 
 def app_name(deployment_id: int) -> str:
     return f"deepext-model-{deployment_id}"
+
+
+def direct_path(project: str, name: str) -> str:
+    """The base path (an OpenAI client's `base_url` after the host) of a deployment's direct
+    endpoint; Serve routes its prefix, without the `/v1`, to the engine's replicas."""
+    return f"/deployments/{project}/{name}/v1"
 
 
 def engine_model_id(deployment_id: int) -> str:
@@ -104,11 +111,17 @@ def _view(row: Deployment, project: str, version: ModelVersion) -> DeploymentVie
         app=app_name(host),
         handle=SERVER_PREFIX + engine_model_id(host),
         engine_model=engine_model,
+        direct_path=None if row.host_deployment_id is not None else direct_path(project, row.name),
         error=row.error,
         created_by=row.created_by,
         created_at=row.created_at.isoformat(),
         updated_at=row.updated_at.isoformat(),
     )
+
+
+def load_view(platform: Platform, deployment_id: int) -> DeploymentView:
+    with platform.db.session() as session:
+        return _view(*_load(session, deployment_id))
 
 
 def _load(session: Session, deployment_id: int) -> tuple[Deployment, str, ModelVersion]:
@@ -403,8 +416,7 @@ def reconcile(platform: Platform) -> None:
         ids = session.scalars(select(Deployment.id).where(Deployment.state.in_((*ACTIVE, "stopping")))).all()
     applications = serve.status().applications
     for deployment_id in ids:
-        with platform.db.session() as session:
-            view = _view(*_load(session, deployment_id))
+        view = load_view(platform, deployment_id)
         if view.host_deployment_id is not None:
             _reconcile_adapter(platform, view)
             continue
@@ -420,11 +432,16 @@ def reconcile(platform: Platform) -> None:
                 from deepext.serve.engine_server import EngineServer
 
                 config = llm_config(platform, view)
-                bind = {"model_downloader": AdapterLoader} if view.lora_slots else None
+                bind: dict[str, Any] = {
+                    "direct": {"settings": platform.settings.model_dump(mode="json"), "deployment_id": view.id}
+                }
+                if view.lora_slots:
+                    bind["model_downloader"] = AdapterLoader
                 application = build_llm_deployment(
-                    config, bind_kwargs=bind, deployment_cls=EngineServer, name_prefix=SERVER_PREFIX
+                    config, bind_kwargs=bind, deployment_cls=serve.ingress()(EngineServer), name_prefix=SERVER_PREFIX
                 )
-                serve.run(application, name=name, route_prefix=None, blocking=False)
+                prefix = (view.direct_path or "").removesuffix("/v1")
+                serve.run(application, name=name, route_prefix=prefix, blocking=False)
             except Exception as exc:  # a bad model folder or config: the deployment fails, not the loop
                 _set_state(platform, deployment_id, "failed", f"{type(exc).__name__}: {exc}")
         elif status is None:  # running, but Serve lost it (a restarted cluster): deploy it again

@@ -127,16 +127,11 @@ class Require:
             raise Unauthenticated("missing bearer token (Authorization: Bearer <token>)")
         project_name = request.path_params.get("project")
         with platform.db.session() as session:
-            version = authorizer.refresh(session)
-            principals: RecentPrincipals = request.app.state.principals
-            principal = principals.get(credentials.credentials, version)
-            if principal is None:
-                try:
-                    principal = authenticate(session, credentials.credentials)
-                except Unauthenticated:
-                    info.outcome = "unauthenticated"
-                    raise
-                principals.put(credentials.credentials, principal, version)
+            try:
+                principal = principal_of(session, authorizer, request.app.state.principals, credentials.credentials)
+            except Unauthenticated:
+                info.outcome = "unauthenticated"
+                raise
             info.principal = principal
             readable = readable_projects(principal)
             context = current_request.current()
@@ -161,11 +156,28 @@ class Require:
 
     def _allowed(self, authorizer: rbac.Authorizer, principal: Principal, project: ProjectRef | None) -> bool:
         if project is None:
-            scoped = principal.project_ids is not None or principal.role is not None
-            if scoped and (self.resource, self.action) not in _SCOPED_TOKEN_SYSTEM_RIGHTS:
-                return False  # a scoped token acts only inside its projects (and cannot mint tokens)
-            return authorizer.allowed(principal.subject, rbac.SYSTEM, self.resource, self.action)
+            return may_on_platform(authorizer, principal, self.resource, self.action)
         return may_in_project(authorizer, principal, project.id, self.resource, self.action)
+
+
+def principal_of(session: Session, authorizer: rbac.Authorizer, recent: RecentPrincipals, secret: str) -> Principal:
+    """Who a bearer secret stands for (Unauthenticated if no one), the rules reloaded first if they
+    changed; a token checked recently under the same rules is not looked up again."""
+    version = authorizer.refresh(session)
+    principal = recent.get(secret, version)
+    if principal is None:
+        principal = authenticate(session, secret)
+        recent.put(secret, principal, version)
+    return principal
+
+
+def may_on_platform(authorizer: rbac.Authorizer, principal: Principal, resource: str, action: str) -> bool:
+    """The caller's platform role allows it; a scoped token acts only inside its projects (and
+    cannot mint tokens)."""
+    scoped = principal.project_ids is not None or principal.role is not None
+    if scoped and (resource, action) not in _SCOPED_TOKEN_SYSTEM_RIGHTS:
+        return False
+    return authorizer.allowed(principal.subject, rbac.SYSTEM, resource, action)
 
 
 def may_in_project(

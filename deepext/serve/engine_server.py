@@ -96,7 +96,24 @@ class EngineServer(LLMServer):
 
     It yields what `LLMServer.chat` / `completions` do, made plain: for a stream, lists of
     `data: ...` strings (an error dict may end one); otherwise the whole answer as a dict. A body
-    vLLM refuses yields one error dict (`{"error": {...}}`) and nothing else."""
+    vLLM refuses yields one error dict (`{"error": {...}}`) and nothing else.
+
+    Deployed as an ingress (`direct` given: the platform's settings and the deployment's id), it
+    also serves the deployment's direct endpoint over HTTP: vLLM's own OpenAI app behind
+    `deepext.serve.direct.DirectGate`."""
+
+    # An async constructor, as LLMServer's: Serve awaits it.
+    async def __init__(self, llm_config: Any, *, direct: dict[str, Any] | None = None, **kwargs: Any) -> None:  # type: ignore[misc]
+        self._direct = direct
+        await super().__init__(llm_config, **kwargs)
+
+    async def __serve_build_asgi_app__(self) -> Any:
+        from deepext.serve.direct import gate
+
+        app = await super().__serve_build_asgi_app__()
+        if self._direct is None:
+            raise RuntimeError("an EngineServer deployed as an ingress needs `direct`")
+        return gate(app, **self._direct)
 
     async def call(self, kind: str, body: dict[str, Any]) -> AsyncIterator[Any]:
         try:

@@ -80,7 +80,7 @@ def _body(request: Request, status: int, code: str, message: str, **extra: Any) 
     return JSONResponse({"error": body.model_dump()}, status_code=status, headers=headers)
 
 
-def _status_of(exc: DeepextError) -> tuple[int, str]:
+def status_of(exc: DeepextError) -> tuple[int, str]:
     for kind in type(exc).__mro__:
         if kind in STATUS:
             return STATUS[kind]
@@ -90,7 +90,7 @@ def _status_of(exc: DeepextError) -> tuple[int, str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DeepextError)
     async def _domain(request: Request, exc: DeepextError) -> JSONResponse:
-        status, code = _status_of(exc)
+        status, code = status_of(exc)
         response = _body(request, status, code, str(exc), field=getattr(exc, "field", None))
         if isinstance(exc, RateLimited):
             response.headers["Retry-After"] = str(exc.retry_after)

@@ -1,7 +1,7 @@
 """A registered model version deployed on Ray Serve (Ray Serve LLM, a real vLLM engine on the CPU)
 and called with the official `openai` client through the platform's authenticated /v1 gateway:
 chat, streaming with usage, n > 1, JSON Schema output, completions, per-project visibility, usage
-counters, and undeploy."""
+counters, and undeploy; and through the deployment's direct endpoint on Serve's HTTP port."""
 
 from __future__ import annotations
 
@@ -19,10 +19,14 @@ from deepext.db.models import AuditEntry
 from deepext.models.registry import register_base_model
 from deepext.models.versions import get_model_version, register_model_version
 from deepext.platform import Platform
+from deepext.ports import free_port
 from deepext.serve.app import create_app
 from deepext.serve.deployments import reconcile
 from tests.helpers import uvicorn_in_thread
 from tests.serve.conftest import seed_users
+
+SERVE_PORT = free_port()
+SERVE_URL = f"http://127.0.0.1:{SERVE_PORT}"
 
 
 def _until(
@@ -44,6 +48,8 @@ def _until(
 
 @pytest.fixture
 def served(ray_session: str, tiny_model: Path, tmp_path: Path) -> Iterator[tuple[Platform, str, dict[str, str]]]:
+    """The platform, the URL of its API (uvicorn in this process), and tokens; Serve's own HTTP
+    port (HAProxy) is `SERVE_URL`, where direct endpoints are."""
     from ray import serve
 
     platform = Platform.open(Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'm.db'}"))
@@ -52,12 +58,14 @@ def served(ray_session: str, tiny_model: Path, tmp_path: Path) -> Iterator[tuple
     register_model_version(
         platform, project="p", name="assistant", folder=tiny_model, base_model="tiny-base", actor="test"
     )
-    serve.start()
+    serve.start(http_options={"host": "127.0.0.1", "port": SERVE_PORT})
     try:
         with uvicorn_in_thread(create_app(platform)) as url:
-            yield platform, url, tokens
+            try:
+                yield platform, url, tokens
+            finally:  # while the API's event loop, which holds deployment handles, still runs
+                serve.shutdown()
     finally:
-        serve.shutdown()
         platform.close()
 
 
@@ -200,6 +208,9 @@ def test_a_deployed_version_answers_the_openai_client(
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{url}/v1", api_key="dxt_wrong").models.list()
 
+    assert created.json()["direct_path"] == "/deployments/p/chat/v1"
+    _direct_endpoint(platform, tokens)
+
     _lora_version_beside_its_base(platform, url, tokens, tiny_model, tmp_path)
 
     stopped = httpx.delete(f"{api}/projects/p/deployments/chat", headers=maintainer)
@@ -207,6 +218,61 @@ def test_a_deployed_version_answers_the_openai_client(
     _until(platform, api, maintainer, "stopped")
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="p/chat", messages=[{"role": "user", "content": "x"}], max_tokens=2)
+
+
+def _direct_endpoint(platform: Platform, tokens: dict[str, str]) -> None:
+    """The deployment's own endpoint, served by its engine's replica behind Serve's HAProxy: the
+    same tokens, roles, public name and usage accounting as the gateway; vLLM's other routes closed."""
+    import httpx
+
+    base = f"{SERVE_URL}/deployments/p/chat/v1"
+    client = openai.OpenAI(base_url=base, api_key=tokens["member"])
+    assert [m.id for m in client.models.list().data] == ["p/chat"]
+    before = get_model_version(platform, "p", "assistant@1").usage_requests
+    hello = [{"role": "user", "content": "hello"}]
+
+    answer = client.chat.completions.create(model="p/chat", messages=hello, max_tokens=6, n=2, temperature=1.0)
+    assert answer.model == "p/chat" and len(answer.choices) == 2
+    assert answer.usage is not None and answer.usage.completion_tokens > 0
+    chunks = list(client.chat.completions.create(model="p/chat", messages=hello, max_tokens=6, stream=True))
+    assert chunks and {c.model for c in chunks} == {"p/chat"}
+    assert not any(c.usage for c in chunks)  # asked for by the gate, not by the client: not passed on
+    with_usage = list(client.chat.completions.create(model="p/chat", messages=hello, max_tokens=6, stream=True,
+                                                     stream_options={"include_usage": True}))  # fmt: skip
+    usage = [c.usage for c in with_usage if c.usage]
+    assert len(usage) == 1 and usage[0].completion_tokens > 0
+    completion = client.completions.create(model="p/chat", prompt="Once upon", max_tokens=4)
+    assert completion.model == "p/chat" and completion.usage is not None and completion.usage.prompt_tokens > 0
+
+    deadline = time.monotonic() + 10
+    while get_model_version(platform, "p", "assistant@1").usage_requests < before + 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    with platform.db.session() as session:
+        from deepext.db.models import UsageEvent
+
+        events = session.scalars(select(UsageEvent).order_by(UsageEvent.id.desc()).limit(4)).all()
+    assert [(e.model, e.actor, e.status, e.endpoint) for e in reversed(events)] == [
+        ("p/chat", "member", "ok", "chat")] * 3 + [("p/chat", "member", "ok", "completions")]  # fmt: skip
+    assert all(e.completion_tokens > 0 and e.prompt_tokens > 0 for e in events)  # the streams' too
+    assert events[2].ttft_ms is not None and events[2].stream
+
+    ask = {"model": "p/chat", "messages": hello, "max_tokens": 2}
+    with pytest.raises(openai.NotFoundError):  # outside the caller's projects the model does not exist
+        openai.OpenAI(base_url=base, api_key=tokens["outsider"]).chat.completions.create(**ask)
+    with pytest.raises(openai.PermissionDeniedError):  # a viewer may not chat
+        openai.OpenAI(base_url=base, api_key=tokens["viewer"]).chat.completions.create(**ask)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=base, api_key="dxt_wrong").models.list()
+    with pytest.raises(openai.NotFoundError, match="serves 'p/chat'"):
+        client.chat.completions.create(**{**ask, "model": "p/other"})
+    member = {"Authorization": f"Bearer {tokens['member']}"}
+    for method, path in [("POST", "tokenize"), ("GET", "metrics"), ("POST", "v1/embeddings"), ("GET", "health")]:
+        closed = httpx.request(method, f"{SERVE_URL}/deployments/p/chat/{path}", json={"prompt": "x"}, headers=member)
+        assert closed.status_code == 404 and closed.json()["error"]["code"] == "not_found", (path, closed.text)
+    bad = httpx.post(f"{base}/chat/completions", content=b"{not json", headers=member)
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "body", bad.text
+    assert get_model_version(platform, "p", "assistant@1").usage_requests == before + 4  # refusals count nothing
 
 
 def _lora_adapter(base: Path, out: Path) -> tuple[Path, Path]:

@@ -24,7 +24,9 @@ from deepext.serve.routes.models import Lineage
 STAGES = ["candidate", "staging", "production", "archived"]
 BASE_COLUMNS = ["name", "architecture", "parameters", "source", "license", "created"]
 VERSION_COLUMNS = ["ref", "kind", "base model", "parent", "dataset", "job", "stage", "tags", "created"]
-DEPLOYMENT_COLUMNS = ["name", "model", "version", "state", "replicas", "cpus", "gpus", "lora slots", "error"]
+DEPLOYMENT_COLUMNS = [
+    "name", "model", "version", "state", "replicas", "cpus", "gpus", "lora slots", "direct endpoint", "error",
+]  # fmt: skip
 
 
 # ---- pure helpers (tested without a browser)
@@ -80,6 +82,7 @@ def deployments_table(deployments: list[DeploymentView]) -> pd.DataFrame:
             "cpus": d.cpus_per_replica,
             "gpus": d.gpus_per_replica,
             "lora slots": d.lora_slots,
+            "direct endpoint": d.direct_path or "",
             "error": d.error or "",
         }
         for d in deployments

@@ -36,7 +36,7 @@ from deepext.serve.providers.registry import (
     provider_models,
     resolve_provider_model,
 )
-from deepext.serve.sse import carries_text
+from deepext.serve.sse import carries_text, last_usage, renamed, without_usage_chunks
 from deepext.serve.usage import UsageMeter, record_call, record_call_soon
 
 
@@ -300,20 +300,18 @@ async def _events(
     (every piece is a message from this replica through Serve's proxy), with the engine's model
     id replaced by the public name. The usage chunk's tokens go on the meter; the chunk itself is
     sent only if the client asked for it."""
-    engine_name = json.dumps(view.engine_model)
-    public = json.dumps(public_name)
     batch: list[Any] = first
     while True:
         # The engine may end a stream it began with an error object (a prompt over its length, say).
         error = next((item for item in batch if not isinstance(item, str)), None)
         batch = [item for item in batch if isinstance(item, str)]
-        text = "".join(batch).replace(f'"model":{engine_name}', f'"model":{public}')
+        text = renamed("".join(batch), view.engine_model, public_name)
         if meter.ttft_ms is None and carries_text(text):
             meter.first_token()
         if '"usage":{' in text:
-            meter.add_usage(_last_usage(text))
+            meter.add_usage(last_usage(text))
             if not wants_usage:
-                text = _without_usage_chunks(text)
+                text = without_usage_chunks(text)
         if text:
             yield text
         if error is not None:
@@ -339,23 +337,6 @@ def _engine_error_event(error: dict[str, Any], engine_model: str, public_name: s
     message = str(detail.get("message")).replace(engine_model, public_name)
     meter.fail(message)
     return error_event(message, int(detail.get("code") or 500), str(detail.get("type") or "engine_error"))
-
-
-def _last_usage(text: str) -> dict[str, Any] | None:
-    for event in reversed(text.split("\n\n")):
-        payload = event.removeprefix("data: ").strip()
-        if payload.startswith("{") and '"usage":{' in payload:
-            usage = json.loads(payload).get("usage")
-            if usage:
-                return dict(usage)
-    return None
-
-
-def _without_usage_chunks(text: str) -> str:
-    """`text` without the usage-only chunks (no choices) the gateway asked the engine for."""
-    events = text.split("\n\n")
-    kept = [e for e in events if not ('"usage":{' in e and '"choices":[]' in e)]
-    return "\n\n".join(kept)
 
 
 _BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
