@@ -11,7 +11,10 @@ authenticated with a platform token): at the deployment's direct endpoint
 HAProxy -> API replica -> the engine's replica). Both engines: float32, eager, 1 GiB KV cache,
 256 tokens.
 
-    .venv/bin/python benchmarks/serve_vs_vllm.py [--clients 8] [--tokens 32] [--seconds 20]
+    .venv/bin/python benchmarks/serve_vs_vllm.py [--clients 8] [--tokens 32] [--seconds 20] [--rounds 1]
+
+With `--rounds N` the whole comparison runs N times (each round restarts both servers) and the
+last line gives medians; each round's ratio is taken within the round.
 
 Last line: `serve_vs_vllm tokens_per_s direct=X gateway=Y vllm=Z ratio=X/Z gateway_ratio=Y/Z
 ttft_p50_ms direct=.. gateway=.. vllm=.. ttft_p99_ms ..`
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -217,6 +221,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--rounds", type=int, default=1, help="vLLM, then deepext, this many times; medians")
     parser.add_argument("--load", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -230,22 +235,30 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="deepext-serve-bench-"))
     model = create_tiny_model(work / "tiny", TinyModelSpec(seed=3))
-    results = {"vllm": _vllm_serve(model, args), **_deepext(model, work / "home", args)}
-    for name, r in results.items():
-        print(
-            f"{name:8s} {r['tokens_per_s']:8.1f} tokens/s  TTFT p50 {r['ttft_p50_ms']:7.1f} ms  "
-            f"p99 {r['ttft_p99_ms']:7.1f} ms  ({r['requests']} requests, {r['errors']} errors)"
-        )
-    vllm = results["vllm"]["tokens_per_s"]
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        results = {"vllm": _vllm_serve(model, args), **_deepext(model, work / f"home-{number}", args)}
+        for name, r in results.items():
+            print(
+                f"round {number} {name:8s} {r['tokens_per_s']:8.1f} tokens/s  TTFT p50 {r['ttft_p50_ms']:7.1f} ms  "
+                f"p99 {r['ttft_p99_ms']:7.1f} ms  ({r['requests']} requests, {r['errors']} errors)",
+                flush=True,
+            )
+        rounds.append(results)
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(r[name][key] for r in rounds)
 
     def each(key: str) -> str:
-        return " ".join(f"{name}={results[name][key]:.1f}" for name in ("direct", "gateway", "vllm"))
+        return " ".join(f"{name}={median(name, key):.1f}" for name in ("direct", "gateway", "vllm"))
+
+    def ratio(name: str) -> float:  # each round's ratio: the machine's speed drifts between rounds
+        return statistics.median(r[name]["tokens_per_s"] / r["vllm"]["tokens_per_s"] for r in rounds)
 
     print(
-        f"serve_vs_vllm tokens_per_s {each('tokens_per_s')} "
-        f"ratio={results['direct']['tokens_per_s'] / vllm:.2f} "
-        f"gateway_ratio={results['gateway']['tokens_per_s'] / vllm:.2f} "
-        f"ttft_p50_ms {each('ttft_p50_ms')} ttft_p99_ms {each('ttft_p99_ms')}"
+        f"serve_vs_vllm tokens_per_s {each('tokens_per_s')} ratio={ratio('direct'):.2f} "
+        f"gateway_ratio={ratio('gateway'):.2f} ttft_p50_ms {each('ttft_p50_ms')} ttft_p99_ms {each('ttft_p99_ms')}"
+        + (f" (medians of {len(rounds)} rounds)" if len(rounds) > 1 else "")
     )
 
 
