@@ -22,8 +22,8 @@ from deepext.errors import DeepextError, Forbidden, InvalidInput, NotFound, Payl
 from deepext.platform import Platform
 from deepext.serve.deps import may_in_project, may_on_platform, principal_of, readable_projects
 from deepext.serve.errors import status_of
-from deepext.serve.sse import carries_text, last_usage, renamed, without_usage_chunks
-from deepext.serve.usage import UsageMeter, UsageWriter
+from deepext.serve.sse import renamed
+from deepext.serve.usage import UsageMeter, UsageWriter, metered_events
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -182,13 +182,7 @@ class _Call:
 
     async def _stream_piece(self, text: str, more: bool) -> None:
         served, meter = self.gate.served, self.meter
-        text = renamed(text, served.engine_model, served.model)
-        if meter.ttft_ms is None and carries_text(text):
-            meter.first_token()
-        if '"usage":{' in text:
-            meter.add_usage(last_usage(text))
-            if not self.wants_usage:
-                text = without_usage_chunks(text)
+        text = metered_events(text, meter, served.engine_model, served.model, self.wants_usage)
         if text.startswith('data: {"error"'):
             meter.fail(text[6:].strip())
         if "data: [DONE]" in text or not more:

@@ -29,6 +29,7 @@ from deepext.errors import InvalidInput
 from deepext.models.versions import add_usage
 from deepext.platform import Platform
 from deepext.projects import get_project
+from deepext.serve.sse import carries_text, last_usage, renamed, without_usage_chunks
 
 log = logging.getLogger("deepext.usage")
 Grouping = Literal["model", "provider", "user", "day"]
@@ -98,6 +99,20 @@ class UsageMeter:
             status="ok" if self.error is None else "error",
             error=self.error.replace("\x00", "\\x00") if self.error else None,
         )
+
+
+def metered_events(events: str, meter: UsageMeter, engine_model: str, public_name: str, wants_usage: bool) -> str:
+    """A piece of an engine's stream as the client gets it: the engine's model id renamed, the
+    first token and the usage put on the meter, the usage chunk (always asked for) kept only if
+    the client asked for it."""
+    events = renamed(events, engine_model, public_name)
+    if meter.ttft_ms is None and carries_text(events):
+        meter.first_token()
+    if '"usage":{' in events:
+        meter.add_usage(last_usage(events))
+        if not wants_usage:
+            events = without_usage_chunks(events)
+    return events
 
 
 def record_call(platform: Platform, meter: UsageMeter) -> None:

@@ -36,8 +36,7 @@ from deepext.serve.providers.registry import (
     provider_models,
     resolve_provider_model,
 )
-from deepext.serve.sse import carries_text, last_usage, renamed, without_usage_chunks
-from deepext.serve.usage import UsageMeter, record_call, record_call_soon
+from deepext.serve.usage import UsageMeter, metered_events, record_call, record_call_soon
 
 
 @contextlib.asynccontextmanager
@@ -305,13 +304,7 @@ async def _events(
         # The engine may end a stream it began with an error object (a prompt over its length, say).
         error = next((item for item in batch if not isinstance(item, str)), None)
         batch = [item for item in batch if isinstance(item, str)]
-        text = renamed("".join(batch), view.engine_model, public_name)
-        if meter.ttft_ms is None and carries_text(text):
-            meter.first_token()
-        if '"usage":{' in text:
-            meter.add_usage(last_usage(text))
-            if not wants_usage:
-                text = without_usage_chunks(text)
+        text = metered_events("".join(batch), meter, view.engine_model, public_name, wants_usage)
         if text:
             yield text
         if error is not None:
