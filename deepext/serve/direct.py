@@ -63,7 +63,8 @@ class DirectGate:
         try:
             if route != MODELS_ROUTE and route not in OPEN_ROUTES:
                 raise NotFound(f"{route[0]} {route[1]} is not served here; the endpoint serves {sorted(OPEN_ROUTES)}")
-            principal = self._caller(await self._principal(_bearer(scope)))
+            principal = await self._principal(_bearer(scope))
+            self._check_access(principal)
             if route == MODELS_ROUTE:
                 await _send_json(send, 200, {"object": "list", "data": [self._card()]})
                 return
@@ -107,8 +108,8 @@ class DirectGate:
         self.checked_at = checked_at
         return principal
 
-    def _caller(self, principal: Principal) -> Principal:
-        """The caller, who must be allowed to use models and to chat in the deployment's project
+    def _check_access(self, principal: Principal) -> None:
+        """The caller must be allowed to use models and to chat in the deployment's project
         (outside their projects the model does not exist, as on the gateway)."""
         project_id = self.served.project_id
         if not may_on_platform(self.authorizer, principal, "inference", "use"):
@@ -118,7 +119,6 @@ class DirectGate:
             raise NotFound(f"model {self.served.model!r} not found")
         if not may_in_project(self.authorizer, principal, project_id, "chat", "use"):
             raise Forbidden(f"your role in the project of {self.served.model!r} may not use its models")
-        return principal
 
     def _meter(self, principal: Principal, kind: str, body: dict[str, Any]) -> UsageMeter:
         model = body.get("model")

@@ -3,6 +3,7 @@ JSON: the gateway and the engine's replica look at every piece of every stream."
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -17,8 +18,14 @@ def carries_text(events: str) -> bool:
 
 def renamed(events: str, engine_model: str, public_name: str) -> str:
     """`events` with the engine's model id replaced by the name the client called."""
-    engine = re.compile(r'"model":\s*' + re.escape(json.dumps(engine_model)))
-    return engine.sub(lambda _: f'"model":{json.dumps(public_name)}', events)
+    field = f'"model":{json.dumps(public_name)}'
+    return _model_field(engine_model).sub(lambda _: field, events)
+
+
+@functools.lru_cache(maxsize=256)
+def _model_field(engine_model: str) -> re.Pattern[str]:
+    """The `"model": "<id>"` field of the engine's JSON, made once per id (it runs on every piece)."""
+    return re.compile(r'"model":\s*' + re.escape(json.dumps(engine_model)))
 
 
 def last_usage(events: str) -> dict[str, Any] | None:
